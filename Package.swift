@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The supervisor (`baton`) links neither Foundation nor SwiftNIO and is linked
+// statically against the Swift runtime, so that it idles in a few megabytes.
+let staticStdlib: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
+
+let package = Package(
+    name: "baton",
+    products: [
+        .executable(name: "baton", targets: ["baton"]),
+        .library(name: "BatonListen", targets: ["BatonListen"]),
+        .library(name: "BatonNIO", targets: ["BatonNIO"]),
+        .library(name: "BatonHummingbird", targets: ["BatonHummingbird"]),
+        .executable(name: "baton-demo", targets: ["baton-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // MARK: The supervisor
+        .target(name: "CBatonShims"),
+        .target(name: "BatonCore"),
+        .target(name: "BatonSystem", dependencies: ["BatonCore", "CBatonShims"]),
+        .executableTarget(
+            name: "baton",
+            dependencies: ["BatonCore", "BatonSystem", "CBatonShims"],
+            linkerSettings: staticStdlib
+        ),
+        .executableTarget(name: "baton-testapp", dependencies: ["CBatonShims"]),
+
+        // MARK: The app-side library
+        .target(name: "BatonListen"),
+        .target(
+            name: "BatonNIO",
+            dependencies: [
+                "BatonListen",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "BatonHummingbird",
+            dependencies: [
+                "BatonListen", "BatonNIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "baton-demo",
+            dependencies: [
+                "BatonHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+            ]
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
+        .testTarget(name: "BatonListenTests", dependencies: ["BatonListen"]),
+        .testTarget(name: "BatonDemoTests", dependencies: ["BatonListen"]),
+        .testTarget(
+            name: "BatonIntegrationTests",
+            dependencies: ["BatonCore", "CBatonShims"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

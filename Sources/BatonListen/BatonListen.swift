@@ -1,0 +1,1 @@
+// placeholder: filled by the Swift-library work (issue 3)

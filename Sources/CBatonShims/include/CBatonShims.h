@@ -1,0 +1,72 @@
+// Small C helpers for the pieces of glibc that Swift cannot reach: macros,
+// variadic functions and declarations behind _GNU_SOURCE.
+#ifndef CBATON_SHIMS_H
+#define CBATON_SHIMS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <signal.h>
+
+/// Spawns `path` with `argv`/`envp`. The child gets `fds[i]` at descriptor
+/// `3 + i` (without FD_CLOEXEC), stdin/stdout/stderr from `stdio_fds` (-1 keeps
+/// the parent's), no other descriptor, an empty signal mask and default
+/// signal dispositions. `new_pgroup` puts it in a process group of its own,
+/// `new_session` in a session of its own. Returns 0 and sets `*pid`, or an errno.
+int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                const int *fds, int nfds, const int stdio_fds[3],
+                int new_pgroup, int new_session);
+
+/// Marks this process a child subreaper (PR_SET_CHILD_SUBREAPER).
+int baton_set_subreaper(void);
+
+/// Receives one datagram from `fd` with the sender's credentials
+/// (SO_PASSCRED must be set). Returns the byte count or -1 (errno set);
+/// `*pid` is the sender's pid, or 0 when the kernel attached none.
+/// Descriptors passed along with the datagram are closed.
+ssize_t baton_recv_with_pid(int fd, void *buf, size_t len, pid_t *pid);
+
+/// Blocks `signals` (a list of `count` signal numbers) in this thread and
+/// returns a non-blocking, close-on-exec signalfd that reports them, or -1.
+int baton_signalfd(const int *signals, int count);
+
+/// Reads one signal from a signalfd: returns the signal number, 0 when none
+/// is pending, or -1 on error.
+int baton_signalfd_read(int fd);
+
+/// Unblocks every signal in this thread (used before exec).
+int baton_unblock_all_signals(void);
+
+/// epoll helpers: add `fd` for reading with `token` as its data.
+int baton_epoll_add(int epfd, int fd, uint64_t token);
+int baton_epoll_del(int epfd, int fd);
+/// Waits for events; fills `tokens` (at most `max`) and returns the count,
+/// 0 on timeout, or -1 (errno set). `timeout_ms` -1 waits forever.
+int baton_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms);
+
+/// fcntl without varargs.
+int baton_fcntl_getfd(int fd);
+int baton_fcntl_setfd(int fd, int flags);
+int baton_fcntl_getfl(int fd);
+int baton_fcntl_setfl(int fd, int flags);
+int baton_fcntl_dupfd_cloexec(int fd, int min);
+
+/// open(2) without varargs.
+int baton_open(const char *path, int flags, mode_t mode);
+
+/// waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT): peeks at one exited child without
+/// reaping it. Returns its pid, 0 when none, -1 on error (ECHILD: no child).
+pid_t baton_peek_exited_child(void);
+
+/// Decodes a wait status.
+int baton_wifexited(int status);
+int baton_wexitstatus(int status);
+int baton_wifsignaled(int status);
+int baton_wtermsig(int status);
+
+/// The kernel's `SOMAXCONN` limit from /proc, or 4096.
+int baton_somaxconn(void);
+
+/// The environment of this process.
+char **baton_environ(void);
+
+#endif

@@ -1,0 +1,161 @@
+#define _GNU_SOURCE
+#include "CBatonShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                const int *fds, int nfds, const int stdio_fds[3],
+                int new_pgroup, int new_session) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) { posix_spawn_file_actions_destroy(&fa); return rc; }
+
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        if (stdio_fds && stdio_fds[i] >= 0) rc = posix_spawn_file_actions_adddup2(&fa, stdio_fds[i], i);
+    }
+    // The caller keeps its copies at numbers above 3 + nfds (F_DUPFD_CLOEXEC
+    // with a high minimum), so these dup2 never overwrite a later source and
+    // never degenerate into dup2(fd, fd), which would leave FD_CLOEXEC set.
+    for (int i = 0; i < nfds && rc == 0; i++) {
+        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], 3 + i);
+    }
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3 + nfds);
+
+    sigset_t empty, all;
+    sigemptyset(&empty);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (new_session) flags |= POSIX_SPAWN_SETSID;
+    else if (new_pgroup) flags |= POSIX_SPAWN_SETPGROUP;
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &empty);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
+    if (rc == 0 && !new_session && new_pgroup) rc = posix_spawnattr_setpgroup(&attr, 0);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attr, flags);
+    if (rc == 0) rc = posix_spawn(pid, path, &fa, &attr, argv, envp);
+
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
+
+int baton_set_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+ssize_t baton_recv_with_pid(int fd, void *buf, size_t len, pid_t *pid) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    *pid = 0;
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET) continue;
+        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred cred;
+            memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+            *pid = cred.pid;
+        } else if (c->cmsg_type == SCM_RIGHTS) {
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *passed = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < count; i++) close(passed[i]);
+        }
+    }
+    return n;
+}
+
+int baton_signalfd(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int baton_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof(info));
+    if (n == (ssize_t)sizeof(info)) return (int)info.ssi_signo;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return -1;
+}
+
+int baton_unblock_all_signals(void) {
+    sigset_t empty;
+    sigemptyset(&empty);
+    return pthread_sigmask(SIG_SETMASK, &empty, NULL);
+}
+
+int baton_epoll_add(int epfd, int fd, uint64_t token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.u64 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int baton_epoll_del(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int baton_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms) {
+    struct epoll_event evs[32];
+    if (max > 32) max = 32;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
+    return n;
+}
+
+int baton_fcntl_getfd(int fd) { return fcntl(fd, F_GETFD); }
+int baton_fcntl_setfd(int fd, int flags) { return fcntl(fd, F_SETFD, flags); }
+int baton_fcntl_getfl(int fd) { return fcntl(fd, F_GETFL); }
+int baton_fcntl_setfl(int fd, int flags) { return fcntl(fd, F_SETFL, flags); }
+int baton_fcntl_dupfd_cloexec(int fd, int min) { return fcntl(fd, F_DUPFD_CLOEXEC, min); }
+
+int baton_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+
+pid_t baton_peek_exited_child(void) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
+    return info.si_pid;
+}
+
+int baton_wifexited(int status) { return WIFEXITED(status); }
+int baton_wexitstatus(int status) { return WEXITSTATUS(status); }
+int baton_wifsignaled(int status) { return WIFSIGNALED(status); }
+int baton_wtermsig(int status) { return WTERMSIG(status); }
+
+int baton_somaxconn(void) {
+    FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+    int value = 4096;
+    if (f) {
+        if (fscanf(f, "%d", &value) != 1) value = 4096;
+        fclose(f);
+    }
+    return value;
+}
+
+char **baton_environ(void) { return environ; }

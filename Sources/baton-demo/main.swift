@@ -1,0 +1,1 @@
+print("baton-demo: not built yet")
