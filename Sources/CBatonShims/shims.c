@@ -110,6 +110,8 @@ int baton_unblock_all_signals(void) {
     return pthread_sigmask(SIG_SETMASK, &empty, NULL);
 }
 
+int baton_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
 int baton_epoll_add(int epfd, int fd, uint64_t token) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
@@ -136,10 +138,12 @@ int baton_fcntl_dupfd_cloexec(int fd, int min) { return fcntl(fd, F_DUPFD_CLOEXE
 
 int baton_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 
-pid_t baton_peek_exited_child(void) {
+pid_t baton_peek_exited_child(int *signaled, int *code) {
     siginfo_t info;
     memset(&info, 0, sizeof(info));
     if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
+    *signaled = (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED);
+    *code = info.si_status;
     return info.si_pid;
 }
 

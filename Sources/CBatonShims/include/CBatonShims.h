@@ -36,6 +36,9 @@ int baton_signalfd_read(int fd);
 /// Unblocks every signal in this thread (used before exec).
 int baton_unblock_all_signals(void);
 
+/// A close-on-exec epoll instance, or -1.
+int baton_epoll_create(void);
+
 /// epoll helpers: add `fd` for reading with `token` as its data.
 int baton_epoll_add(int epfd, int fd, uint64_t token);
 int baton_epoll_del(int epfd, int fd);
@@ -54,8 +57,10 @@ int baton_fcntl_dupfd_cloexec(int fd, int min);
 int baton_open(const char *path, int flags, mode_t mode);
 
 /// waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT): peeks at one exited child without
-/// reaping it. Returns its pid, 0 when none, -1 on error (ECHILD: no child).
-pid_t baton_peek_exited_child(void);
+/// reaping it, so its pid (and process group number) cannot be reused yet.
+/// Returns its pid, 0 when none, -1 on error (ECHILD: no child). `*signaled`
+/// is 1 when a signal killed it, and `*code` the exit code or the signal.
+pid_t baton_peek_exited_child(int *signaled, int *code);
 
 /// Decodes a wait status.
 int baton_wifexited(int status);

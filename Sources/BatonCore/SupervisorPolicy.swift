@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The rules a supervisor follows: how it judges readiness, how long each wait
+/// may last, which signals it sends.
+public struct SupervisorPolicy: Sendable, Equatable {
+    /// How a new generation proves it is ready.
+    public enum Readiness: Sendable, Equatable, CustomStringConvertible {
+        /// Only `READY=1` on the notify socket counts.
+        case notify
+        /// Being alive for this long counts (Server::Starter's `--interval`).
+        case alive(Duration)
+        /// `READY=1` if it comes first, otherwise alive for `fallback`.
+        case auto(fallback: Duration)
+
+        public var description: String {
+            switch self {
+            case .notify: return "notify"
+            case .alive(let d): return d.humanDescription
+            case .auto(let d): return "auto (READY=1, else alive \(d.humanDescription))"
+            }
+        }
+    }
+
+    /// How a new generation proves it is ready.
+    public var readiness: Readiness = .auto(fallback: .seconds(1))
+    /// How long a ready generation must stay up before the old one is signalled.
+    public var settle: Duration = .seconds(1)
+    /// A generation not ready by then is stopped and the attempt fails.
+    public var readyTimeout: Duration = .seconds(60)
+    /// Extra wait between the new generation settling and the old one's signal.
+    public var killOldDelay: Duration = .zero
+    /// How long a signalled generation may take to exit before SIGKILL.
+    public var drainTimeout: Duration = .seconds(30)
+    /// The signal that asks an old generation to finish (Starman needs QUIT).
+    public var signalOnHup: Int32 = SIGTERM
+    /// The signal every generation gets when the supervisor stops.
+    public var signalOnTerm: Int32 = SIGTERM
+    /// How long a failed (not ready) generation gets between TERM and KILL.
+    public var failedStopGrace: Duration = .seconds(5)
+    /// The first delay before a crashed generation is started again.
+    public var backoffInitial: Duration = .milliseconds(100)
+    /// The longest delay between two starts of a crashing app.
+    public var backoffMax: Duration = .seconds(30)
+    /// A generation that served this long resets the backoff.
+    public var backoffReset: Duration = .seconds(60)
+    /// When the very first generation fails, stop with `startFailed` instead
+    /// of retrying (what `baton run` and `baton start` do).
+    public var exitWhenFirstFails: Bool = true
+
+    /// The default policy.
+    public init() {}
+}
+
+/// One message received on the notify socket (`KEY=VALUE` lines, sd_notify style).
+public struct NotifyMessage: Sendable, Equatable {
+    /// `READY=1` was present.
+    public var ready = false
+    /// `STOPPING=1` was present.
+    public var stopping = false
+    /// `RELOADING=1` was present.
+    public var reloading = false
+    /// The text of `STATUS=`.
+    public var status: String?
+    /// The number of `ERRNO=`.
+    public var errno: Int32?
+    /// Lines that are not `KEY=VALUE` (the message is garbage if any).
+    public var malformedLines = 0
+
+    /// Parses a datagram; bytes that are not UTF-8 count as malformed.
+    public init(parsing bytes: some Collection<UInt8>) {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            malformedLines = 1
+            return
+        }
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            guard let eq = line.firstIndex(of: "="), eq != line.startIndex else {
+                malformedLines += 1
+                continue
+            }
+            let key = line[..<eq]
+            let value = line[line.index(after: eq)...]
+            switch key {
+            case "READY": ready = value == "1"
+            case "STOPPING": stopping = value == "1"
+            case "RELOADING": reloading = value == "1"
+            case "STATUS": status = String(value.prefix(200))
+            case "ERRNO": errno = Int32(value)
+            default:
+                if !key.allSatisfy({ $0.isASCII && ($0.isUppercase || $0.isNumber || $0 == "_") }) {
+                    malformedLines += 1
+                }
+            }
+        }
+        if text.isEmpty { malformedLines = 1 }
+    }
+
+    /// True when the message carries nothing but well-formed lines.
+    public var isWellFormed: Bool { malformedLines == 0 }
+}
+
+/// How a child process ended.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    /// It called exit with this code.
+    case exited(Int32)
+    /// A signal killed it.
+    case signaled(Int32)
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit code \(code)"
+        case .signaled(let sig): return "killed by \(OptionParsing.signalName(sig))"
+        }
+    }
+}

@@ -1,0 +1,300 @@
+import BatonCore
+import CBatonShims
+import Glibc
+
+/// A listening socket the supervisor holds for its whole life.
+public struct Listener: Sendable {
+    /// The address as bound (a port 0 replaced by the one the kernel chose).
+    public var address: ListenAddress
+    /// The supervisor's copy: close-on-exec, parked at a high number.
+    public var fd: Int32
+    /// Its name in `LISTEN_FDNAMES`.
+    public var name: String
+    /// A unix socket file this supervisor created (removed when it stops).
+    public var createdFile: (path: String, dev: UInt64, ino: UInt64)?
+}
+
+/// Binding, adopting and releasing the supervisor's listening sockets.
+public enum Listeners {
+    /// The lowest descriptor number the supervisor parks its sockets at, so
+    /// that the child's `dup2` onto 3, 4, ... never meets a source.
+    public static let parkAt: Int32 = 100
+
+    /// Binds every address; on any failure closes what it bound and throws.
+    public static func bind(
+        _ addresses: [ListenAddress], backlog: Int32?, socketMode: UInt32
+    ) throws(BatonError) -> [Listener] {
+        var bound: [Listener] = []
+        let depth = backlog ?? baton_somaxconn()
+        do {
+            for (i, address) in addresses.enumerated() {
+                var l: Listener
+                switch address {
+                case .tcp(let host, let port):
+                    l = try bindTCP(host: host, port: port, backlog: depth, original: address)
+                case .unix(let path):
+                    l = try bindUnix(path: path, backlog: depth, mode: socketMode)
+                }
+                l.name = "listen\(i)"
+                bound.append(l)
+            }
+        } catch {
+            release(bound)
+            throw error
+        }
+        return bound
+    }
+
+    /// Adopts sockets passed by systemd socket activation (`LISTEN_FDS` with
+    /// `LISTEN_PID` equal to this process), or nil when there are none.
+    public static func adoptSystemd() throws(BatonError) -> [Listener]? {
+        guard let pidText = Sys.getenv("LISTEN_PID"), let countText = Sys.getenv("LISTEN_FDS") else { return nil }
+        guard let pid = Int32(pidText), pid == getpid() else { return nil }
+        guard let count = Int32(countText), count > 0, count < 64 else {
+            throw BatonError(.usage, "LISTEN_FDS='\(countText)' is not a number of descriptors (1-63)")
+        }
+        let names = Sys.getenv("LISTEN_FDNAMES").map { $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init) } ?? []
+        var out: [Listener] = []
+        for i in 0..<count {
+            let fd = 3 + i
+            var accepting: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0, accepting == 1 else {
+                throw BatonError(.usage, "LISTEN_FDS: descriptor \(fd) is not a listening socket")
+            }
+            guard let address = localAddress(fd) else {
+                throw BatonError(.usage, "LISTEN_FDS: descriptor \(fd) is not a TCP or unix socket")
+            }
+            let parked = baton_fcntl_dupfd_cloexec(fd, parkAt)
+            guard parked >= 0 else {
+                throw BatonError(.failure, "cannot keep descriptor \(fd): \(Sys.describe(errno: errno))", errno: errno)
+            }
+            close(fd)
+            let name = Int(i) < names.count && !names[Int(i)].isEmpty ? names[Int(i)] : "listen\(i)"
+            out.append(Listener(address: address, fd: parked, name: name, createdFile: nil))
+        }
+        unsetenv("LISTEN_PID")
+        unsetenv("LISTEN_FDS")
+        unsetenv("LISTEN_FDNAMES")
+        return out
+    }
+
+    /// Closes the sockets and removes the unix socket files this process created.
+    public static func release(_ listeners: [Listener]) {
+        for l in listeners {
+            close(l.fd)
+            if let file = l.createdFile, let now = Sys.identity(file.path), now.dev == file.dev, now.ino == file.ino {
+                unlink(file.path)
+            }
+        }
+    }
+
+    // MARK: - TCP
+
+    private static func bindTCP(host: String, port: UInt16, backlog: Int32, original: ListenAddress) throws(BatonError) -> Listener {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let info = result else {
+            throw BatonError(.bindFailed, "cannot listen on \(original): cannot resolve '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(result) }
+        let family = info.pointee.ai_family
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            throw BatonError(.bindFailed, "cannot listen on \(original): socket: \(Sys.describe(errno: errno))", errno: errno)
+        }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if family == AF_INET6 {
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+            let e = errno
+            close(fd)
+            throw bindError(original, errno: e, port: port)
+        }
+        guard listen(fd, backlog) == 0 else {
+            let e = errno
+            close(fd)
+            throw BatonError(.bindFailed, "cannot listen on \(original): \(Sys.describe(errno: e))", errno: e)
+        }
+        let parked = try park(fd, original)
+        return Listener(address: localAddress(parked) ?? original, fd: parked, name: "", createdFile: nil)
+    }
+
+    private static func bindError(_ address: ListenAddress, errno e: Int32, port: UInt16) -> BatonError {
+        switch e {
+        case EADDRINUSE:
+            let owner = portOwner(port).map { " (by pid \($0.pid) '\($0.command)')" } ?? ""
+            return BatonError(
+                .bindFailed,
+                "\(address) is already in use\(owner); stop that process or choose another address with --listen",
+                errno: e)
+        case EACCES:
+            return BatonError(
+                .bindFailed,
+                "\(address): permission denied; ports below 1024 need root (run baton as root with --user to drop privileges for the app)",
+                errno: e)
+        case EADDRNOTAVAIL:
+            return BatonError(.bindFailed, "\(address): this machine has no such address", errno: e)
+        default:
+            return BatonError(.bindFailed, "cannot listen on \(address): \(Sys.describe(errno: e))", errno: e)
+        }
+    }
+
+    /// The process holding a listening TCP socket on `port`, from /proc.
+    public static func portOwner(_ port: UInt16) -> (pid: Int32, command: String)? {
+        var inodes: Set<String> = []
+        let hexPort = String(port, radix: 16, uppercase: true)
+        let paddedPort = String(repeating: "0", count: 4 - hexPort.count) + hexPort
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let bytes = Sys.readFile(table, limit: 8 << 20) else { continue }
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
+                let cols = line.split(separator: " ")
+                guard cols.count > 9, cols[3] == "0A", cols[1].hasSuffix(":" + paddedPort) else { continue }
+                inodes.insert(String(cols[9]))
+            }
+        }
+        guard !inodes.isEmpty, let proc = opendir("/proc") else { return nil }
+        defer { closedir(proc) }
+        var best: Int32?
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = Int32(name), pid != getpid() else { continue }
+            guard let fds = opendir("/proc/\(pid)/fd") else { continue }
+            var buf = [CChar](repeating: 0, count: 64)
+            while let fdEntry = readdir(fds) {
+                let fdName = withUnsafeBytes(of: fdEntry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                let n = readlink("/proc/\(pid)/fd/\(fdName)", &buf, buf.count - 1)
+                guard n > 0 else { continue }
+                let target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast())) {
+                    // The lowest pid holding it is usually the master.
+                    if best == nil || pid < best! { best = pid }
+                    break
+                }
+            }
+            closedir(fds)
+        }
+        guard let pid = best else { return nil }
+        return (pid, Sys.commandLine(of: pid) ?? "?")
+    }
+
+    // MARK: - Unix
+
+    private static func bindUnix(path: String, backlog: Int32, mode: UInt32) throws(BatonError) -> Listener {
+        let original = ListenAddress.unix(path: path)
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                throw BatonError(.bindFailed, "\(path) exists and is not a socket; remove it or choose another path")
+            }
+            if unixSocketIsLive(path) {
+                throw BatonError(
+                    .bindFailed, "\(path) is already in use by a running server; stop it or choose another path")
+            }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            throw BatonError(.bindFailed, "cannot listen on \(path): socket: \(Sys.describe(errno: errno))", errno: errno)
+        }
+        let rc = withUnixAddress(path) { Glibc.bind(fd, $0, $1) }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            let hint = e == EACCES ? "; check the permissions of its directory" : e == ENOENT ? "; its directory does not exist" : ""
+            throw BatonError(.bindFailed, "cannot listen on \(path): \(Sys.describe(errno: e))\(hint)", errno: e)
+        }
+        chmod(path, mode_t(mode))
+        guard listen(fd, backlog) == 0 else {
+            let e = errno
+            close(fd)
+            unlink(path)
+            throw BatonError(.bindFailed, "cannot listen on \(path): \(Sys.describe(errno: e))", errno: e)
+        }
+        let parked: Int32
+        do { parked = try park(fd, original) } catch {
+            unlink(path)
+            throw error
+        }
+        let id = Sys.identity(path)
+        return Listener(
+            address: original, fd: parked, name: "",
+            createdFile: id.map { (path, $0.dev, $0.ino) })
+    }
+
+    /// True when something accepts connections on the unix socket at `path`.
+    public static func unixSocketIsLive(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let rc = withUnixAddress(path) { connect(fd, $0, $1) }
+        return rc == 0 || errno == EAGAIN
+    }
+
+    /// Calls `body` with a `sockaddr_un` for `path`.
+    public static func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8.prefix(ListenAddress.maxUnixPathBytes))
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, len) } }
+    }
+
+    private static func park(_ fd: Int32, _ address: ListenAddress) throws(BatonError) -> Int32 {
+        let parked = baton_fcntl_dupfd_cloexec(fd, parkAt)
+        let e = errno
+        close(fd)
+        guard parked >= 0 else {
+            throw BatonError(.failure, "cannot keep the socket for \(address): \(Sys.describe(errno: e))", errno: e)
+        }
+        return parked
+    }
+
+    /// The local address of a socket.
+    public static func localAddress(_ fd: Int32) -> ListenAddress? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin_addr
+                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+                    inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
+                    return .tcp(host: Sys.string(fromC: buf), port: UInt16(bigEndian: sin.pointee.sin_port))
+                }
+            }
+        case AF_INET6:
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin6_addr
+                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+                    inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
+                    return .tcp(host: Sys.string(fromC: buf), port: UInt16(bigEndian: sin.pointee.sin6_port))
+                }
+            }
+        case AF_UNIX:
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
+                    let path = withUnsafeBytes(of: sun.pointee.sun_path) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                    return .unix(path: path)
+                }
+            }
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import BatonCore
+
+/// Everything `baton run` (and `start_server`) needs to supervise an app.
+public struct RunConfiguration: Sendable {
+    /// Addresses to bind (ignored when systemd passes sockets).
+    public var listen: [ListenAddress] = []
+    /// Mode of the unix socket files it creates.
+    public var socketMode: UInt32 = 0o660
+    /// The listen backlog; nil: the kernel's maximum.
+    public var backlog: Int32?
+    /// The pid file, if any.
+    public var pidFile: String?
+    /// Server::Starter's status file, if any.
+    public var statusFile: String?
+    /// The release directory, resolved with realpath at each spawn; nil: the current directory.
+    public var dir: String?
+    /// A daemontools-style envdir read at each spawn.
+    public var envdir: String?
+    /// Extra `KEY=VALUE` pairs for the app.
+    public var env: [String] = []
+    /// Run the app as this user (name or uid).
+    public var user: String?
+    /// Run the app with this group (name or gid).
+    public var group: String?
+    /// The app's command and arguments.
+    public var command: [String] = []
+    /// Readiness, deadlines and signals.
+    public var policy = SupervisorPolicy()
+
+    /// An empty configuration.
+    public init() {}
+}

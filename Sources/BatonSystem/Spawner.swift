@@ -1,0 +1,156 @@
+import BatonCore
+import CBatonShims
+import Glibc
+
+/// Starts one generation of the app: computes its socket set and environment,
+/// and spawns it through `baton __exec`, which sets `LISTEN_PID` to its own
+/// pid, changes directory and user, then execs the app (keeping the pid).
+struct Spawner {
+    let configuration: RunConfiguration
+    let listeners: [Listener]
+    let notifySocket: String
+    let credentials: Credentials?
+
+    /// Resolved `--user`/`--group`.
+    struct Credentials {
+        var uid: uid_t
+        var gid: gid_t
+        var userName: String?
+    }
+
+    /// Variables of the supervisor's own environment that belong to it, not
+    /// to the app.
+    static let privateVariables: Set<String> = [
+        "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+        "SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "BATON_GENERATION", "BATON_RELEASE_DIR",
+        "WATCHDOG_PID", "WATCHDOG_USEC",
+    ]
+
+    /// The release directory a spawn now would use.
+    func releaseDirectory() -> Result<String, BatonError> {
+        let dir = configuration.dir ?? "."
+        guard let resolved = Sys.realpath(dir) else {
+            let e = errno
+            return .failure(BatonError(.failure, "--dir \(dir): \(Sys.describe(errno: e))\(e == ENOENT ? " (a dangling symlink?)" : "")", errno: e))
+        }
+        return .success(resolved)
+    }
+
+    /// `SERVER_STARTER_PORT` for this socket set: `addr=fd` joined by `;`.
+    static func serverStarterPort(_ listeners: [Listener]) -> String {
+        listeners.enumerated().map { "\($0.element.address)=\(3 + $0.offset)" }.joined(separator: ";")
+    }
+
+    /// Spawns generation `number`; returns its pid and release directory.
+    func spawn(generation number: Int) -> Result<(pid: Int32, releaseDir: String), BatonError> {
+        let releaseDir: String
+        switch releaseDirectory() {
+        case .success(let d): releaseDir = d
+        case .failure(let e): return .failure(e)
+        }
+        var env: [String: String] = [:]
+        var order: [String] = []
+        func set(_ key: String, _ value: String?) {
+            if env[key] == nil, value != nil { order.append(key) }
+            env[key] = value
+        }
+        for entry in Sys.environment() {
+            guard let eq = entry.firstIndex(of: "=") else { continue }
+            let key = String(entry[..<eq])
+            if !Self.privateVariables.contains(key) { set(key, String(entry[entry.index(after: eq)...])) }
+        }
+        if let envdir = configuration.envdir {
+            switch EnvDir.read(envdir) {
+            case .success(let vars): for (k, v) in vars { set(k, v) }
+            case .failure(let e): return .failure(e)
+            }
+        }
+        for pair in configuration.env {
+            let eq = pair.firstIndex(of: "=")!
+            set(String(pair[..<eq]), String(pair[pair.index(after: eq)...]))
+        }
+        set("SERVER_STARTER_PORT", Self.serverStarterPort(listeners))
+        set("SERVER_STARTER_GENERATION", String(number))
+        set("LISTEN_FDS", String(listeners.count))
+        set("LISTEN_FDNAMES", listeners.map(\.name).joined(separator: ":"))
+        set("NOTIFY_SOCKET", notifySocket)
+        set("BATON_GENERATION", String(number))
+        set("BATON_RELEASE_DIR", releaseDir)
+        let envp = order.compactMap { key in env[key].map { "\(key)=\($0)" } }
+
+        var argv = ["baton-exec", "__exec", "--dir", releaseDir]
+        if let c = credentials {
+            argv += ["--uid", String(c.uid), "--gid", String(c.gid)]
+            if let name = c.userName { argv += ["--user-name", name] }
+        }
+        argv += ["--"] + configuration.command
+
+        var pid: pid_t = 0
+        let fds = listeners.map(\.fd)
+        let rc = withCStrings(argv) { cargv in
+            withCStrings(envp) { cenvp in
+                fds.withUnsafeBufferPointer { fdp in
+                    baton_spawn(&pid, "/proc/self/exe", cargv, cenvp, fdp.baseAddress, Int32(fds.count), nil, 1, 0)
+                }
+            }
+        }
+        guard rc == 0 else {
+            return .failure(BatonError(.failure, "posix_spawn: \(Sys.describe(errno: rc))", errno: rc))
+        }
+        return .success((pid, releaseDir))
+    }
+}
+
+/// Calls `body` with a NULL-terminated C array of the strings.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { for p in pointers { free(p) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// A daemontools-style environment directory: one file per variable, the
+/// file name is the name, the file's first line (trailing blanks removed,
+/// NUL bytes turned into newlines) is the value; an empty file unsets it.
+public enum EnvDir {
+    /// The largest file it reads.
+    public static let maxFileBytes = 64 * 1024
+
+    /// Reads the variables, or a clear error.
+    public static func read(_ dir: String) -> Result<[(String, String?)], BatonError> {
+        guard let d = opendir(dir) else {
+            let e = errno
+            return .failure(BatonError(.failure, "--envdir \(dir): \(Sys.describe(errno: e))", errno: e))
+        }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix(".") || name.contains("=") { continue }
+            names.append(name)
+        }
+        var out: [(String, String?)] = []
+        for name in names.sorted() {
+            let path = "\(dir)/\(name)"
+            var st = stat()
+            guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            guard st.st_size <= maxFileBytes else {
+                return .failure(
+                    BatonError(.usage, "--envdir: \(path) is \(st.st_size) bytes, over the limit of \(maxFileBytes); an envdir file holds one value"))
+            }
+            guard let bytes = Sys.readFile(path, limit: maxFileBytes) else {
+                let e = errno
+                return .failure(BatonError(.failure, "--envdir: cannot read \(path): \(Sys.describe(errno: e))", errno: e))
+            }
+            if bytes.isEmpty {
+                out.append((name, nil))
+                continue
+            }
+            let firstLine = bytes.prefix { $0 != 10 }.map { $0 == 0 ? 10 : $0 }
+            guard let text = String(validating: firstLine, as: UTF8.self) else {
+                return .failure(BatonError(.usage, "--envdir: \(path) is not valid UTF-8 text"))
+            }
+            out.append((name, text.trimmingSuffix(while: { $0 == " " || $0 == "\t" })))
+        }
+        return .success(out)
+    }
+}

@@ -1,0 +1,169 @@
+import BatonCore
+import CBatonShims
+import Glibc
+
+/// Thin wrappers over the system calls the supervisor uses.
+public enum Sys {
+    /// The text of an errno value.
+    public static func describe(errno code: Int32) -> String {
+        String(cString: strerror(code))
+    }
+
+    /// The monotonic clock, as the state machine's `Instant`.
+    public static func now() -> Instant {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Instant(nanoseconds: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec))
+    }
+
+    /// `realpath(3)`, or nil with errno set.
+    public static func realpath(_ path: String) -> String? {
+        guard let resolved = Glibc.realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// The text of a NUL-terminated C buffer.
+    public static func string(fromC buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The current working directory.
+    public static func cwd() -> String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buf, buf.count) != nil else { return "/" }
+        return string(fromC: buf)
+    }
+
+    /// Makes `path` absolute against the current directory (no symlink resolution).
+    public static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : cwd() + "/" + path
+    }
+
+    /// Reads a whole file (at most `limit` bytes); nil with errno set on failure.
+    public static func readFile(_ path: String, limit: Int = 1 << 20, followSymlinks: Bool = true) -> [UInt8]? {
+        let fd = baton_open(path, O_RDONLY | O_CLOEXEC | (followSymlinks ? 0 : O_NOFOLLOW), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return readAll(fd, limit: limit)
+    }
+
+    /// Reads from `fd` until EOF or `limit` bytes.
+    public static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while out.count < limit {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min(4096, limit - out.count)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
+    }
+
+    /// Writes all of `bytes` to `fd`.
+    @discardableResult
+    public static func writeAll(_ fd: Int32, _ bytes: some Collection<UInt8>) -> Bool {
+        let array = Array(bytes)
+        var offset = 0
+        while offset < array.count {
+            let n = array.withUnsafeBytes { write(fd, $0.baseAddress! + offset, array.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Writes `contents` to `path` through a temporary file renamed over it,
+    /// so a reader sees the old or the new contents, never a part. A symlink
+    /// at `path` is replaced, never followed.
+    public static func writeFileAtomically(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(BatonError) {
+        let temp = "\(path).tmp.\(getpid())"
+        let fd = baton_open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else {
+            let e = errno
+            throw BatonError(.failure, "cannot write \(path): \(describe(errno: e))", errno: e)
+        }
+        let ok = writeAll(fd, contents.utf8)
+        close(fd)
+        guard ok, rename(temp, path) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw BatonError(.failure, "cannot write \(path): \(describe(errno: e))", errno: e)
+        }
+    }
+
+    /// The device and inode of `path` (not following a final symlink).
+    public static func identity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// The device and inode of an open descriptor.
+    public static func identity(fd: Int32) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// The environment of this process as `KEY=VALUE` strings.
+    public static func environment() -> [String] {
+        var out: [String] = []
+        guard var p = baton_environ() else { return out }
+        while let entry = p.pointee {
+            out.append(String(cString: entry))
+            p += 1
+        }
+        return out
+    }
+
+    /// One variable of this process's environment.
+    public static func getenv(_ name: String) -> String? {
+        Glibc.getenv(name).map { String(cString: $0) }
+    }
+
+    /// The command line of a process, spaces between the arguments, shortened.
+    public static func commandLine(of pid: Int32) -> String? {
+        guard let bytes = readFile("/proc/\(pid)/cmdline", limit: 4096), !bytes.isEmpty else { return nil }
+        let text = String(decoding: bytes.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            .trimmingSuffix(while: { $0 == " " })
+        return text.count > 80 ? String(text.prefix(77)) + "..." : text
+    }
+
+    /// Finds an executable for `command` the way execvp would: a name with a
+    /// slash is taken relative to `directory`, others are searched in `path`.
+    public static func findExecutable(_ command: String, directory: String, path: String?) -> (found: String?, problem: String?) {
+        func check(_ candidate: String) -> String? {
+            var st = stat()
+            guard stat(candidate, &st) == 0 else { return "does not exist" }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { return "is not a regular file" }
+            guard access(candidate, X_OK) == 0 else { return "is not executable" }
+            return nil
+        }
+        if command.contains("/") {
+            let full = command.hasPrefix("/") ? command : directory + "/" + command
+            let problem = check(full)
+            return (problem == nil ? full : nil, problem)
+        }
+        for dir in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let full = (dir.hasPrefix("/") ? String(dir) : directory + "/" + dir) + "/" + command
+            if check(full) == nil { return (full, nil) }
+        }
+        return (nil, "was not found in PATH")
+    }
+}
+
+extension String {
+    func trimmingSuffix(while predicate: (Character) -> Bool) -> String {
+        var s = Substring(self)
+        while let last = s.last, predicate(last) { s = s.dropLast() }
+        return String(s)
+    }
+}

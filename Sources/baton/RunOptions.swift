@@ -1,0 +1,63 @@
+import BatonCore
+import BatonSystem
+
+/// The options of `baton run` (shared with `start` and `deploy`).
+enum RunOptions {
+    static let specs: [OptionSpec] = [
+        OptionSpec("listen", value: "ADDR", "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
+        OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)"),
+        OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)"),
+        OptionSpec("pid-file", value: "PATH", "write the supervisor's pid here, locked while it runs"),
+        OptionSpec("status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)"),
+        OptionSpec("dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)"),
+        OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn"),
+        OptionSpec("env", value: "K=V", "set a variable for the app, repeatable"),
+        OptionSpec("user", value: "USER", "run the app as USER (baton must be root)"),
+        OptionSpec("group", value: "GROUP", "run the app with GROUP"),
+        OptionSpec("ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)"),
+        OptionSpec("settle", value: "D", "a ready generation must stay up this long before the old one is signalled (default 1s)"),
+        OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)"),
+        OptionSpec("kill-old-delay", value: "D", "wait this long more before signalling the old generation (default 0)"),
+        OptionSpec("drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)"),
+        OptionSpec("signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)"),
+        OptionSpec("signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)"),
+        OptionSpec("help", "show this help"),
+    ]
+
+    /// Builds a configuration from parsed options.
+    static func configuration(_ o: ParsedOptions) throws(BatonError) -> RunConfiguration {
+        var c = RunConfiguration()
+        for text in o.all("listen") { c.listen.append(try ListenAddress(parsing: text)) }
+        if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
+        if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }
+        c.pidFile = o.last("pid-file")
+        c.statusFile = o.last("status-file")
+        c.dir = o.last("dir")
+        c.envdir = o.last("envdir")
+        for pair in o.all("env") {
+            guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                throw BatonError(.usage, "--env '\(pair)': expected KEY=VALUE")
+            }
+            c.env.append(pair)
+        }
+        c.user = o.last("user")
+        c.group = o.last("group")
+        var p = SupervisorPolicy()
+        if let v = o.last("ready") {
+            switch v {
+            case "notify": p.readiness = .notify
+            case "auto": p.readiness = .auto(fallback: .seconds(1))
+            default: p.readiness = .alive(try OptionParsing.duration(v, option: "--ready"))
+            }
+        }
+        if let v = o.last("settle") { p.settle = try OptionParsing.duration(v, option: "--settle") }
+        if let v = o.last("ready-timeout") { p.readyTimeout = try OptionParsing.duration(v, option: "--ready-timeout") }
+        if let v = o.last("kill-old-delay") { p.killOldDelay = try OptionParsing.duration(v, option: "--kill-old-delay") }
+        if let v = o.last("drain-timeout") { p.drainTimeout = try OptionParsing.duration(v, option: "--drain-timeout") }
+        if let v = o.last("signal-on-hup") { p.signalOnHup = try OptionParsing.signal(v, option: "--signal-on-hup") }
+        if let v = o.last("signal-on-term") { p.signalOnTerm = try OptionParsing.signal(v, option: "--signal-on-term") }
+        c.policy = p
+        c.command = o.rest
+        return c
+    }
+}
