@@ -1,0 +1,101 @@
+import Glibc
+
+/// Messages to a supervisor over `NOTIFY_SOCKET`, in the systemd
+/// `sd_notify` format.
+///
+/// `NOTIFY_SOCKET` names a unix datagram socket: an absolute path, or an
+/// abstract name written with a leading `@`. Each function sends one
+/// datagram and returns whether it sent one: nothing is sent, and `false`
+/// returned, when `NOTIFY_SOCKET` is unset or empty, so an app may call them
+/// unconditionally.
+///
+/// ```swift
+/// try Notify.ready()                    // once the server accepts
+/// try Notify.status("draining 3 connections")
+/// try Notify.stopping()                 // when a graceful stop begins
+/// ```
+public enum Notify {
+    /// Sends `READY=1`: the app accepts connections. Send it only once every
+    /// listener is being served; a supervisor may then retire the previous
+    /// generation.
+    /// - Parameter status: A `STATUS=` line to send along, if any.
+    /// - Returns: Whether a message was sent.
+    /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
+    @discardableResult
+    public static func ready(status: String? = nil) throws(ListenError) -> Bool {
+        var message = "READY=1"
+        if let status { message += "\nSTATUS=\(self.oneLine(status))" }
+        return try self.send(message)
+    }
+
+    /// Sends `STATUS=...`, a one-line description of the app's state.
+    /// - Parameter text: The status; line breaks are replaced by spaces.
+    /// - Returns: Whether a message was sent.
+    /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
+    @discardableResult
+    public static func status(_ text: String) throws(ListenError) -> Bool {
+        try self.send("STATUS=\(self.oneLine(text))")
+    }
+
+    /// Sends `STOPPING=1`: the app has begun a graceful stop.
+    /// - Returns: Whether a message was sent.
+    /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
+    @discardableResult
+    public static func stopping() throws(ListenError) -> Bool {
+        try self.send("STOPPING=1")
+    }
+
+    /// Sends `message` (newline-separated `KEY=VALUE` lines) as one datagram.
+    /// - Parameters:
+    ///   - message: The datagram's text.
+    ///   - socket: The socket's name: an absolute path or `@abstract-name`.
+    ///     By default `NOTIFY_SOCKET`; nil or empty sends nothing.
+    /// - Returns: Whether a message was sent.
+    /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``
+    ///   when the name is not a path or `@name`, or sending fails.
+    @discardableResult
+    public static func send(_ message: String, to socket: String? = Notify.socketName) throws(ListenError) -> Bool {
+        guard let socket, !socket.isEmpty else { return false }
+        let abstract = socket.hasPrefix("@")
+        guard abstract || socket.hasPrefix("/") else {
+            throw ListenError(
+                .notifyFailed,
+                "NOTIFY_SOCKET=\"\(socket)\" is neither an absolute path nor an abstract name starting with @"
+            )
+        }
+        var address = sockaddr_un()
+        let name = abstract ? String(socket.dropFirst()) : socket
+        let length: socklen_t
+        do {
+            length = try Socket.fillUnixAddress(&address, name: name, abstract: abstract, label: "NOTIFY_SOCKET")
+        } catch {
+            throw ListenError(.notifyFailed, error.message)
+        }
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            throw ListenError(.notifyFailed, "cannot create a socket to notify \(socket)", systemError: errno)
+        }
+        defer { close(fd) }
+        var bytes = Array(message.utf8)
+        let sent = bytes.withUnsafeMutableBytes { buffer in
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), $0, length)
+                }
+            }
+        }
+        guard sent == bytes.count else {
+            throw ListenError(.notifyFailed, "sending \"\(message)\" to \(socket) failed", systemError: errno)
+        }
+        return true
+    }
+
+    /// `NOTIFY_SOCKET` as it is now in this process's environment.
+    public static var socketName: String? {
+        getenv(EnvironmentKey.notifySocket).map { String(cString: $0) }
+    }
+
+    private static func oneLine(_ text: String) -> String {
+        String(text.map { $0.isNewline ? " " : $0 })
+    }
+}
