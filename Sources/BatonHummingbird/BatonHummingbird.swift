@@ -1,1 +1,0 @@
-// placeholder: filled by the Swift-library work (issue 3)
