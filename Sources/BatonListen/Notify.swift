@@ -18,31 +18,38 @@ public enum Notify {
     /// Sends `READY=1`: the app accepts connections. Send it only once every
     /// listener is being served; a supervisor may then retire the previous
     /// generation.
-    /// - Parameter status: A `STATUS=` line to send along, if any.
+    /// - Parameters:
+    ///   - status: A `STATUS=` line to send along, if any.
+    ///   - socket: The socket's name; by default `NOTIFY_SOCKET`.
     /// - Returns: Whether a message was sent.
     /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
     @discardableResult
-    public static func ready(status: String? = nil) throws(ListenError) -> Bool {
+    public static func ready(status: String? = nil, to socket: String? = Notify.socketName) throws(ListenError)
+        -> Bool
+    {
         var message = "READY=1"
         if let status { message += "\nSTATUS=\(self.oneLine(status))" }
-        return try self.send(message)
+        return try self.send(message, to: socket)
     }
 
     /// Sends `STATUS=...`, a one-line description of the app's state.
-    /// - Parameter text: The status; line breaks are replaced by spaces.
+    /// - Parameters:
+    ///   - text: The status; line breaks are replaced by spaces.
+    ///   - socket: The socket's name; by default `NOTIFY_SOCKET`.
     /// - Returns: Whether a message was sent.
     /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
     @discardableResult
-    public static func status(_ text: String) throws(ListenError) -> Bool {
-        try self.send("STATUS=\(self.oneLine(text))")
+    public static func status(_ text: String, to socket: String? = Notify.socketName) throws(ListenError) -> Bool {
+        try self.send("STATUS=\(self.oneLine(text))", to: socket)
     }
 
     /// Sends `STOPPING=1`: the app has begun a graceful stop.
+    /// - Parameter socket: The socket's name; by default `NOTIFY_SOCKET`.
     /// - Returns: Whether a message was sent.
     /// - Throws: ``ListenError`` with code ``ListenError/Code/notifyFailed``.
     @discardableResult
-    public static func stopping() throws(ListenError) -> Bool {
-        try self.send("STOPPING=1")
+    public static func stopping(to socket: String? = Notify.socketName) throws(ListenError) -> Bool {
+        try self.send("STOPPING=1", to: socket)
     }
 
     /// Sends `message` (newline-separated `KEY=VALUE` lines) as one datagram.
