@@ -14,6 +14,12 @@ public struct SupervisorPolicy: Sendable, Equatable {
         /// `READY=1` if it comes first, otherwise alive for `fallback`.
         case auto(fallback: Duration)
 
+        /// True when `READY=1` makes a generation ready (not in `.alive`).
+        public var acceptsReadyMessage: Bool {
+            if case .alive = self { return false }
+            return true
+        }
+
         public var description: String {
             switch self {
             case .notify: return "notify"

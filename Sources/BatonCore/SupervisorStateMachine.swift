@@ -364,7 +364,7 @@ public struct SupervisorStateMachine: Sendable {
         if message.stopping {
             out.append(.report(Report(kind: .notified, generation: g.number, pid: pid, message: "reported STOPPING=1")))
         }
-        if message.ready, g.phase == .starting {
+        if message.ready, g.phase == .starting, policy.readiness.acceptsReadyMessage {
             becameReady(at: i, via: "READY=1", now: now, &out)
         }
     }

@@ -11,6 +11,9 @@
 //   --workers N         spawn N worker processes that serve too (same process group)
 //   --crash-after D     exit 3 D ms after serving started
 //
+// A file `testapp.args` in the working directory (the release) adds switches,
+// so that one release of a test can be broken and the next one good.
+//
 // GET / -> "tag gen pid"; GET /slow?ms=N -> the same after N ms; GET /env -> the
 // inherited environment and open descriptors; GET /health -> ok.
 import CBatonShims
@@ -40,6 +43,15 @@ func say(_ text: String) { _ = (text + "\n").withCString { write(2, $0, strlen($
 
 var options: [String: String] = [:]
 var argv = Array(CommandLine.arguments.dropFirst())
+// A release directory can carry its own switches: ./testapp.args (whitespace-separated).
+if let f = fopen("testapp.args", "r") {
+    var line = [CChar](repeating: 0, count: 1024)
+    while fgets(&line, Int32(line.count), f) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        argv += text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init)
+    }
+    fclose(f)
+}
 var isWorker = false
 while let arg = argv.first {
     argv.removeFirst()
