@@ -172,7 +172,8 @@ func respond(_ client: Int32) {
             "pid=\(getpid())\nLISTEN_PID=\(env("LISTEN_PID") ?? "")\nLISTEN_FDS=\(env("LISTEN_FDS") ?? "")\n"
             + "LISTEN_FDNAMES=\(env("LISTEN_FDNAMES") ?? "")\nSERVER_STARTER_PORT=\(env("SERVER_STARTER_PORT") ?? "")\n"
             + "BATON_RELEASE_DIR=\(env("BATON_RELEASE_DIR") ?? "")\ncwd=\(cwd)\nfds=\(inheritedFDs)\n"
-            + "pgid=\(getpgrp())\n"
+            + "pgid=\(getpgrp())\nuid=\(getuid())\ngid=\(getgid())\nNOTIFY_SOCKET=\(env("NOTIFY_SOCKET") ?? "")\n"
+            + "FROM_ENV=\(env("FROM_ENV") ?? "")\nFROM_ENVDIR=\(env("FROM_ENVDIR") ?? "")\n"
     }
     let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     _ = response.withCString { write(client, $0, strlen($0)) }

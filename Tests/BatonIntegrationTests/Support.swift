@@ -69,7 +69,7 @@ final class Child: @unchecked Sendable {
     let logPath: String
     private var reaped: Int32?
 
-    init(_ path: String, _ args: [String], log: String, env: [String]? = nil, cwd: String? = nil) {
+    init(_ path: String, _ args: [String], log: String, env: [String]? = nil, cwd: String? = nil, fds: [Int32] = []) {
         logPath = log
         let fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
@@ -82,7 +82,9 @@ final class Child: @unchecked Sendable {
         let rc = argv.withUnsafeBufferPointer { a in
             envList.withUnsafeBufferPointer { e in
                 stdio.withUnsafeBufferPointer { s in
-                    baton_spawn(&pid, path, a.baseAddress!, e.baseAddress!, nil, 0, s.baseAddress, 1, 0)
+                    fds.withUnsafeBufferPointer { f in
+                        baton_spawn(&pid, path, a.baseAddress!, e.baseAddress!, f.baseAddress, Int32(fds.count), s.baseAddress, 1, 0)
+                    }
                 }
             }
         }
