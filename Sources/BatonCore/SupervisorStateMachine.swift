@@ -60,8 +60,8 @@ public enum AttemptReason: String, Sendable, Equatable {
 
 /// The outcome of a restart (or of the initial start) as told to whoever asked.
 public enum AttemptOutcome: Sendable, Equatable {
-    /// The generation is ready and serving; older ones were signalled.
-    case succeeded(generation: Int, pid: Int32, readyAfter: Duration)
+    /// The generation is ready and serving; the `retired` ones were signalled.
+    case succeeded(generation: Int, pid: Int32, readyAfter: Duration, retired: [Int])
     /// The generation failed; whatever served before still serves.
     case failed(generation: Int?, reason: String)
     /// The request was not carried out (the supervisor is stopping).
@@ -99,6 +99,8 @@ public struct Report: Sendable, Equatable, CustomStringConvertible {
 public enum SupervisorAction: Sendable, Equatable {
     /// Spawn this generation, then feed back `.spawned` or `.spawnFailed`.
     case spawn(generation: Int)
+    /// An attempt began: these requesters now wait for this generation.
+    case attemptStarted(requests: [RequestID], generation: Int, reason: AttemptReason)
     /// Send a signal to one process.
     case signal(pid: Int32, signal: Int32)
     /// Send a signal to a whole process group.
@@ -271,6 +273,7 @@ public struct SupervisorStateMachine: Sendable {
         respawnAt = nil
         lastGeneration += 1
         attempt = Attempt(generation: lastGeneration, reason: reason, requests: requests, startedAt: now)
+        out.append(.attemptStarted(requests: requests, generation: lastGeneration, reason: reason))
         out.append(.spawn(generation: lastGeneration))
     }
 
@@ -407,7 +410,10 @@ public struct SupervisorStateMachine: Sendable {
         out.append(.generationsChanged)
         if let attempt, attempt.generation == g.number {
             finishAttempt(
-                attempt, .succeeded(generation: g.number, pid: g.pid, readyAfter: (g.readyAt ?? now) - g.spawnedAt),
+                attempt,
+                .succeeded(
+                    generation: g.number, pid: g.pid, readyAfter: (g.readyAt ?? now) - g.spawnedAt,
+                    retired: retiring.map { generations[$0].number }),
                 now: now, &out)
         }
     }

@@ -26,6 +26,13 @@ public struct RunConfiguration: Sendable {
     public var command: [String] = []
     /// Readiness, deadlines and signals.
     public var policy = SupervisorPolicy()
+    /// The control socket to listen on, if any.
+    public var controlPath: String?
+    /// The log file (reopened on SIGUSR1), when the daemon writes to one.
+    public var logFile: String?
+    /// A pipe to the `baton start` that spawned this daemon: the outcome of
+    /// the first generation is written to it as one JSON line.
+    public var startReportFD: Int32?
 
     /// An empty configuration.
     public init() {}

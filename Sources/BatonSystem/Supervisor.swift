@@ -7,21 +7,33 @@ import Glibc
 /// connections are events; the only timer is the machine's next deadline,
 /// used as the epoll timeout, so an idle supervisor sleeps in `epoll_wait`.
 public final class Supervisor {
-    private let configuration: RunConfiguration
-    private var machine: SupervisorStateMachine
-    private var listeners: [Listener] = []
-    private var pidFile: PidFile?
-    private let statusFile: StatusFile?
-    private var spawner: Spawner?
-    private var epfd: Int32 = -1
-    private var signalFD: Int32 = -1
-    private var notifyFD: Int32 = -1
-    private var exitCode: Int32?
-    private var credentials: Spawner.Credentials?
+    let configuration: RunConfiguration
+    var machine: SupervisorStateMachine
+    var listeners: [Listener] = []
+    var pidFile: PidFile?
+    let statusFile: StatusFile?
+    var spawner: Spawner?
+    var epfd: Int32 = -1
+    var signalFD: Int32 = -1
+    var notifyFD: Int32 = -1
+    var controlFD: Int32 = -1
+    var controlFile: (path: String, dev: UInt64, ino: UInt64)?
+    var connections: [Int32: ControlConnection] = [:]
+    var requestConnections: [RequestID: Int32] = [:]
+    var nextRequestID: RequestID = 1
+    var exitCode: Int32?
+    var credentials: Spawner.Credentials?
+    let systemd = SystemdNotifier()
+    var startReportFD: Int32?
+    let startedAt = Sys.now()
+    let startedWall = Sys.wallClockSeconds()
 
-    private enum Token: UInt64 {
+    enum Token: UInt64 {
         case signal = 1
         case notify = 2
+        case control = 3
+        /// Control connections: this plus their descriptor.
+        case connectionBase = 1_000_000
     }
 
     /// Checks `configuration` (command, user, group, directories) without
@@ -102,6 +114,7 @@ public final class Supervisor {
             listeners = try Listeners.bind(configuration.listen, backlog: configuration.backlog, socketMode: configuration.socketMode)
         }
         let notifyName = try openNotifySocket()
+        if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
         spawner = Spawner(configuration: configuration, listeners: listeners, notifySocket: notifyName, credentials: credentials)
 
@@ -109,6 +122,8 @@ public final class Supervisor {
         guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
         baton_epoll_add(epfd, signalFD, Token.signal.rawValue)
         baton_epoll_add(epfd, notifyFD, Token.notify.rawValue)
+        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, Token.control.rawValue) }
+        startReportFD = configuration.startReportFD
 
         Log.line(
             "listening on \(listeners.map { $0.address.description }.joined(separator: ", ")); command: \(configuration.command.joined(separator: " "))"
@@ -136,7 +151,11 @@ public final class Supervisor {
                 switch Token(rawValue: token) {
                 case .signal: handleSignals()
                 case .notify: handleNotifications()
-                case nil: break
+                case .control: acceptControlConnections()
+                case .connectionBase, nil:
+                    if token > Token.connectionBase.rawValue {
+                        handleConnection(Int32(token - Token.connectionBase.rawValue))
+                    }
                 }
                 if exitCode != nil { break }
             }
@@ -147,7 +166,7 @@ public final class Supervisor {
         return exitCode ?? 0
     }
 
-    private func handleSignals() {
+    func handleSignals() {
         while exitCode == nil {
             let sig = baton_signalfd_read(signalFD)
             if sig <= 0 { return }
@@ -160,6 +179,8 @@ public final class Supervisor {
                 dispatch(.stopRequested(nil))
             case SIGCHLD:
                 reapChildren()
+            case SIGUSR1:
+                reopenLog()
             default:
                 break
             }
@@ -193,7 +214,7 @@ public final class Supervisor {
 
     /// Feeds one event to the machine and carries out its actions, feeding
     /// back the results of spawns.
-    private func dispatch(_ event: SupervisorEvent) {
+    func dispatch(_ event: SupervisorEvent) {
         var queue = machine.handle(event, now: Sys.now())
         var i = 0
         while i < queue.count {
@@ -211,21 +232,28 @@ public final class Supervisor {
                 kill(pid, sig)
             case .signalGroup(let pgid, let sig):
                 kill(-pgid, sig)
+            case .attemptStarted(let requests, let generation, let reason):
+                attemptStarted(requests, generation: generation, reason: reason)
             case .report(let report):
                 Log.line(report.description)
+                forward(report)
             case .generationsChanged:
                 statusFile?.write(machine.generations)
-            case .attemptFinished(_, let outcome):
+            case .attemptFinished(let requests, let outcome):
                 logOutcome(outcome)
-            case .exit(let code, _):
+                attemptFinished(requests, outcome)
+            case .exit(let code, let requests):
                 exitCode = code
+                systemd.send("STOPPING=1")
+                cleanUp()
+                finishStop(requests, code: code)
             }
         }
     }
 
     private func logOutcome(_ outcome: AttemptOutcome) {
         switch outcome {
-        case .succeeded(let generation, _, let readyAfter):
+        case .succeeded(let generation, _, let readyAfter, _):
             Log.line("generation \(generation) is serving (ready after \(readyAfter.humanDescription))")
         case .failed(let generation, let reason):
             let still = machine.serving.map { "; generation \($0.number) (pid \($0.pid)) still serves" } ?? ""
@@ -256,14 +284,31 @@ public final class Supervisor {
         return "@" + name
     }
 
-    private func cleanUp() {
+    /// Releases every file and socket this supervisor created. Control
+    /// connections stay open for the final answer to `stop`.
+    func cleanUp() {
         Listeners.release(listeners)
         listeners = []
         statusFile?.remove()
+        closeControlSocket()
         pidFile?.remove()
+        pidFile = nil
         for fd in [notifyFD, signalFD, epfd] where fd >= 0 { close(fd) }
         notifyFD = -1
         signalFD = -1
         epfd = -1
+    }
+
+    private func reopenLog() {
+        guard let path = configuration.logFile else { return }
+        let fd = baton_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            Log.warning("cannot reopen log file \(path): \(Sys.describe(errno: errno))")
+            return
+        }
+        dup2(fd, 1)
+        dup2(fd, 2)
+        close(fd)
+        Log.line("received SIGUSR1: reopened log file \(path)")
     }
 }

@@ -80,6 +80,28 @@ public enum Sys {
         return true
     }
 
+    /// Writes all of `bytes` to a non-blocking `fd`; false when it would block or fails.
+    public static func writeAllNonBlocking(_ fd: Int32, _ bytes: some Collection<UInt8>) -> Bool {
+        let array = Array(bytes)
+        var offset = 0
+        while offset < array.count {
+            let n = array.withUnsafeBytes { send(fd, $0.baseAddress! + offset, array.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Seconds since the epoch.
+    public static func wallClockSeconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int(ts.tv_sec)
+    }
+
     /// Writes `contents` to `path` through a temporary file renamed over it,
     /// so a reader sees the old or the new contents, never a part. A symlink
     /// at `path` is replaced, never followed.

@@ -11,6 +11,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/file.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,6 +153,36 @@ int baton_wifexited(int status) { return WIFEXITED(status); }
 int baton_wexitstatus(int status) { return WEXITSTATUS(status); }
 int baton_wifsignaled(int status) { return WIFSIGNALED(status); }
 int baton_wtermsig(int status) { return WTERMSIG(status); }
+
+static void baton_alarm_noop(int sig) { (void)sig; }
+
+int baton_flock_timeout(int fd, long long timeout_ms) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = baton_alarm_noop; /* no SA_RESTART: flock returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, &old);
+    struct itimerval timer, off;
+    memset(&timer, 0, sizeof(timer));
+    memset(&off, 0, sizeof(off));
+    timer.it_value.tv_sec = timeout_ms / 1000;
+    timer.it_value.tv_usec = (timeout_ms % 1000) * 1000;
+    if (timeout_ms <= 0) timer.it_value.tv_usec = 1;
+    setitimer(ITIMER_REAL, &timer, NULL);
+    int rc = flock(fd, LOCK_EX);
+    int saved = errno;
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    errno = saved;
+    return rc;
+}
+
+long long baton_peer_uid(int fd) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    return (long long)cred.uid;
+}
 
 int baton_somaxconn(void) {
     FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");

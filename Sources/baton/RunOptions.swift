@@ -7,7 +7,6 @@ enum RunOptions {
         OptionSpec("listen", value: "ADDR", "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
         OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)"),
         OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)"),
-        OptionSpec("pid-file", value: "PATH", "write the supervisor's pid here, locked while it runs"),
         OptionSpec("status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)"),
         OptionSpec("dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)"),
         OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn"),
@@ -21,8 +20,10 @@ enum RunOptions {
         OptionSpec("drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)"),
         OptionSpec("signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)"),
         OptionSpec("signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)"),
-        OptionSpec("help", "show this help"),
     ]
+
+    /// Options whose value is a path, made absolute before a daemon gets them.
+    static let pathOptions: Set<String> = ["status-file", "dir", "envdir"]
 
     /// Builds a configuration from parsed options.
     static func configuration(_ o: ParsedOptions) throws(BatonError) -> RunConfiguration {
@@ -30,7 +31,6 @@ enum RunOptions {
         for text in o.all("listen") { c.listen.append(try ListenAddress(parsing: text)) }
         if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
         if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }
-        c.pidFile = o.last("pid-file")
         c.statusFile = o.last("status-file")
         c.dir = o.last("dir")
         c.envdir = o.last("envdir")

@@ -1,9 +1,10 @@
 import BatonCore
 import BatonSystem
+import CBatonShims
 import Glibc
 
 /// The version printed by `baton --version`.
-let batonVersion = "0.1.0"
+let batonVersion = "0.2.0"
 
 let usage = """
     Usage: baton COMMAND [options] [-- command...]
@@ -14,6 +15,12 @@ let usage = """
 
     Commands:
       run       supervise an app in the foreground (HUP: restart, TERM/INT: stop)
+      start     start the supervisor as a daemon; return once the app is ready
+      restart   restart gracefully; exit 0 only when the new generation serves
+      deploy    restart if running, else start; with --release/--current, switch releases
+      stop      stop every generation and the supervisor
+      status    show the supervisor and its generations (LSB exit codes)
+      logs      print the end of the daemon's log
       help      show help for a command
       version   print the version
 
@@ -25,21 +32,7 @@ func fail(_ error: BatonError) -> Never {
     exit(error.exitCode)
 }
 
-func runCommand(_ args: [String]) -> Never {
-    do {
-        let parsed = try ParsedOptions(args, specs: RunOptions.specs, command: "baton run")
-        if parsed.has("help") {
-            print(runHelp)
-            exit(0)
-        }
-        let configuration = try RunOptions.configuration(parsed)
-        let supervisor = try Supervisor(configuration: configuration)
-        let code = try supervisor.run()
-        exit(code)
-    } catch {
-        fail(error)
-    }
-}
+let runSpecs = RunOptions.specs + Locations.specs + [OptionSpec("help", "show this help")]
 
 let runHelp = """
     Usage: baton run [options] -- command [args...]
@@ -47,21 +40,87 @@ let runHelp = """
     Binds the listeners once, starts the app with them (LISTEN_FDS, SERVER_STARTER_PORT,
     NOTIFY_SOCKET) and supervises it in the foreground. SIGHUP starts a new generation
     and retires the old one once the new one is ready; SIGTERM or SIGINT stops.
+    With --pid-file (or --name) it also answers on a control socket.
 
     Options:
-    \(OptionParsing_help(RunOptions.specs))
+    \(ParsedOptions.helpText(runSpecs))
     """
 
-func OptionParsing_help(_ specs: [OptionSpec]) -> String { ParsedOptions.helpText(specs) }
+func runCommand(_ args: [String]) -> Never {
+    // Started by 'baton start': report the first generation's outcome on this pipe.
+    var reportFD: Int32?
+    if let text = Sys.getenv("BATON_START_REPORT_FD"), let fd = Int32(text) {
+        _ = baton_fcntl_setfd(fd, FD_CLOEXEC)
+        reportFD = fd
+        unsetenv("BATON_START_REPORT_FD")
+        let mask = Sys.getenv("BATON_UMASK").flatMap { mode_t($0) } ?? 0o022
+        unsetenv("BATON_UMASK")
+        umask(mask)
+        _ = chdir("/")
+    }
+    do throws(BatonError) {
+        let parsed = try ParsedOptions(args, specs: runSpecs, command: "baton run")
+        if parsed.has("help") {
+            print(runHelp)
+            exit(0)
+        }
+        var configuration = try RunOptions.configuration(parsed)
+        let loc = try Locations(parsed)
+        configuration.pidFile = loc.pidFile
+        configuration.controlPath = loc.control
+        if let log = parsed.last("log-file") {
+            let path = Sys.absolute(log)
+            let fd = baton_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else { throw BatonError(.failure, "cannot open log file \(path): \(Sys.describe(errno: errno))", errno: errno) }
+            dup2(fd, 1)
+            dup2(fd, 2)
+            close(fd)
+            configuration.logFile = path
+        }
+        configuration.startReportFD = reportFD
+        let supervisor = try Supervisor(configuration: configuration)
+        let code = try supervisor.run()
+        exit(code)
+    } catch {
+        if let fd = reportFD {
+            Sys.writeAll(fd, (errorResult(error).text + "\n").utf8)
+        }
+        fail(error)
+    }
+}
+
+func runClient(_ body: ([String]) throws(BatonError) -> Int32, _ args: [String]) -> Never {
+    do {
+        exit(try body(args))
+    } catch {
+        fail(error)
+    }
+}
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "__exec" { execHelper(Array(arguments.dropFirst())) }
 Log.setProgram("baton")
+let rest = Array(arguments.dropFirst())
 switch arguments.first {
-case "run":
-    runCommand(Array(arguments.dropFirst()))
+case "run": runCommand(rest)
+case "start": runClient(startCommand, rest)
+case "restart": runClient(restartCommand, rest)
+case "deploy": runClient(deployCommand, rest)
+case "stop": runClient(stopCommand, rest)
+case "status": runClient(statusCommand, rest)
+case "logs": runClient(logsCommand, rest)
 case "help", "--help", "-h", nil:
-    if arguments.count > 1, arguments[1] == "run" { print(runHelp) } else { print(usage) }
+    let commands: [String: ([String]) throws(BatonError) -> Int32] = [
+        "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "stop": stopCommand,
+        "status": statusCommand, "logs": logsCommand,
+    ]
+    if let name = rest.first, name == "run" {
+        print(runHelp)
+    } else if let name = rest.first, let command = commands[name] {
+        runClient(command, ["--help"])
+    } else {
+        print(usage)
+    }
     exit(arguments.isEmpty ? 2 : 0)
 case "version", "--version":
     print("baton \(batonVersion)")

@@ -68,6 +68,14 @@ int baton_wexitstatus(int status);
 int baton_wifsignaled(int status);
 int baton_wtermsig(int status);
 
+/// Takes an exclusive flock on `fd`, waiting at most `timeout_ms` (a
+/// blocking flock interrupted by SIGALRM). Returns 0, or -1 with errno
+/// (EINTR: the deadline passed).
+int baton_flock_timeout(int fd, long long timeout_ms);
+
+/// The uid of the process at the other end of a unix socket, or -1.
+long long baton_peer_uid(int fd);
+
 /// The kernel's `SOMAXCONN` limit from /proc, or 4096.
 int baton_somaxconn(void);
 
