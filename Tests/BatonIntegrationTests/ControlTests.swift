@@ -1,0 +1,270 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// Runs `baton ARGS` to completion; its exit code and output (stdout and stderr).
+@discardableResult
+func batonCommand(_ args: [String], in s: Scratch, env: [String]? = nil, timeout: Double = 60) -> (code: Int32?, output: String, seconds: Double) {
+    let started = Date()
+    let c = Child(Binaries.baton, args, log: s.path + "/cmd-\(UUID().uuidString.prefix(8)).log", env: env, cwd: s.path)
+    let code = c.wait(timeout)
+    return (code, c.log, Date().timeIntervalSince(started))
+}
+
+/// A daemon started with `baton start --pid-file` in a scratch directory.
+struct Daemon {
+    let s: Scratch
+    var pidFile: String { s.path + "/app.pid" }
+    var where_: [String] { ["--pid-file", pidFile] }
+
+    func start(_ options: [String] = [], app: [String] = ["--notify"]) -> (code: Int32?, output: String, seconds: Double) {
+        batonCommand(["start"] + where_ + ["--listen", "127.0.0.1:0", "--settle", "0"] + options + ["--", Binaries.testapp] + app, in: s)
+    }
+
+    func run(_ command: String, _ options: [String] = []) -> (code: Int32?, output: String, seconds: Double) {
+        batonCommand([command] + where_ + options, in: s)
+    }
+
+    var supervisorPid: pid_t? { (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+
+    var port: UInt16? {
+        guard let log = try? String(contentsOfFile: s.path + "/app.log", encoding: .utf8),
+            let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression)
+        else { return nil }
+        return UInt16(log[range].split(separator: ":").last!)
+    }
+}
+
+@Suite(.serialized) struct ControlTests {
+    @Test func startStatusRestartStop() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        let started = d.start()
+        #expect(started.code == 0, "\(started.output)")
+        #expect(started.output.contains("started: generation 1"))
+        let port = try #require(d.port)
+        let daemon = try #require(d.supervisorPid)
+        #expect(body(httpGet(port: port))?.contains("gen=1") == true)
+        // A second start is refused with its own code.
+        let again = d.start()
+        #expect(again.code == 5, "\(again.output)")
+        #expect(again.output.contains("already running (pid \(daemon))"))
+
+        let status = d.run("status")
+        #expect(status.code == 0)
+        #expect(status.output.contains("gen 1  pid"))
+        #expect(status.output.contains("serving"))
+        let json = d.run("status", ["--json"])
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+        #expect(parsed["pid"] as? Int == Int(daemon))
+        #expect((parsed["generations"] as? [[String: Any]])?.first?["state"] as? String == "serving")
+
+        let load = Load(port: port, clients: 4)
+        let restart = d.run("restart")
+        #expect(restart.code == 0, "\(restart.output)")
+        for step in ["gen 2 pid", "spawned", "ready after", "sent SIGTERM (retire)", "drained after", "generation 2 (pid"] {
+            #expect(restart.output.contains(step), "missing '\(step)' in \(restart.output)")
+        }
+        let jsonRestart = d.run("restart", ["--json"])
+        #expect(jsonRestart.code == 0)
+        let lines = jsonRestart.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(lines.last?["type"] as? String == "result")
+        #expect(lines.last?["generation"] as? Int == 3)
+        #expect(lines.contains { $0["kind"] as? String == "ready" })
+        let stats = load.stop()
+        #expect(stats.failed == 0, "\(stats.errors)")
+
+        let stop = d.run("stop")
+        #expect(stop.code == 0, "\(stop.output)")
+        #expect(eventually(5) { isGone(daemon) })
+        for file in ["app.pid", "app.sock"] {
+            #expect(!FileManager.default.fileExists(atPath: s.path + "/" + file), "\(file) left behind")
+        }
+        #expect(d.run("status").code == 3)
+        // Stopping what is not running is not an error.
+        #expect(d.run("stop").code == 0)
+    }
+
+    @Test func startFailuresLeaveNothingBehind() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        func clean() -> Bool {
+            !FileManager.default.fileExists(atPath: d.pidFile) && !FileManager.default.fileExists(atPath: s.path + "/app.sock")
+        }
+        let crash = d.start(app: ["--crash-at-boot"])
+        #expect(crash.code == 10, "\(crash.output)")
+        #expect(crash.output.contains("exited with exit code 1 before it was ready"))
+        #expect(crash.output.contains("testapp: crashing at boot as asked"), "the log's end is shown: \(crash.output)")
+        #expect(clean())
+
+        let missing = batonCommand(["start", "--pid-file", d.pidFile, "--listen", "127.0.0.1:0", "--", "./nope"], in: s)
+        #expect(missing.code == 9)
+        #expect(clean())
+
+        let hang = d.start(["--ready", "notify", "--ready-timeout", "1s"], app: ["--hang"])
+        #expect(hang.code == 10, "\(hang.output)")
+        #expect(hang.output.contains("not ready after 1 s"))
+        #expect(clean())
+
+        // A port taken by another daemon.
+        let other = Scratch()
+        let first = Daemon(s: other)
+        #expect(first.start().code == 0)
+        let port = try #require(first.port)
+        let taken = batonCommand(["start", "--pid-file", d.pidFile, "--listen", "127.0.0.1:\(port)", "--", Binaries.testapp], in: s)
+        #expect(taken.code == 8, "\(taken.output)")
+        #expect(taken.output.contains("is already in use (by pid"))
+        #expect(clean())
+        #expect(first.run("stop").code == 0)
+        // No daemon was left behind by any of them.
+        #expect(processGroupMembers(getpgrp()).count <= 1)
+    }
+
+    @Test func restartExitCodes() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        #expect(d.run("restart").code == 3)
+        s.release("good")
+        s.release("broken", args: "--crash-at-boot")
+        s.release("slow", args: "--boot-delay 3000")
+        s.point(to: "good")
+        #expect(d.start(["--dir", s.path + "/current", "--ready", "notify"]).code == 0)
+        let port = try #require(d.port)
+        s.point(to: "broken")
+        let broken = d.run("restart")
+        #expect(broken.code == 6, "\(broken.output)")
+        #expect(broken.output.contains("generation 1 (pid"))
+        #expect(broken.output.contains("still serves"))
+        #expect(body(httpGet(port: port))?.hasPrefix("good gen=1") == true)
+        s.point(to: "slow")
+        let slow = d.run("restart", ["--timeout", "0.5s"])
+        #expect(slow.code == 7, "\(slow.output)")
+        #expect(slow.output.contains("the restart goes on"))
+        // The restart finished by itself; a second restart during it would have been coalesced.
+        #expect(eventually(10) { body(httpGet(port: port))?.hasPrefix("slow gen=3") == true })
+        #expect(d.run("stop").code == 0)
+    }
+
+    @Test func deployStartsRestartsAndRollsBackTheSymlink() throws {
+        let s = Scratch()
+        s.release("v1")
+        s.release("v2")
+        s.release("broken", args: "--crash-at-boot")
+        let pid = s.path + "/app.pid"
+        let link = s.path + "/current"
+        func deploy(_ release: String, extra: [String] = []) -> (code: Int32?, output: String, seconds: Double) {
+            batonCommand(
+                ["deploy", "--pid-file", pid, "--release", s.path + "/releases/" + release, "--current", link, "--listen", "127.0.0.1:0", "--settle", "0"]
+                    + extra + ["--", Binaries.testapp, "--notify"], in: s)
+        }
+        let first = deploy("v1")
+        #expect(first.code == 0, "\(first.output)")
+        #expect(first.output.contains("not running; starting it"))
+        let port = try #require(Daemon(s: s).port)
+        #expect(body(httpGet(port: port))?.hasPrefix("v1 gen=1") == true)
+        let second = deploy("v2")
+        #expect(second.code == 0, "\(second.output)")
+        #expect(body(httpGet(port: port))?.hasPrefix("v2 gen=2") == true)
+        let bad = deploy("broken")
+        #expect(bad.code == 6, "\(bad.output)")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == s.path + "/releases/v2")
+        #expect(bad.output.contains("points back to"))
+        #expect(body(httpGet(port: port))?.hasPrefix("v2 gen=2") == true)
+        let missing = deploy("does-not-exist")
+        #expect(missing.code == 2)
+        #expect(missing.output.contains("nothing was changed"))
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == s.path + "/releases/v2")
+        #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
+    }
+
+    @Test func aSecondDeployWaitsForTheFirstOrGivesUp() throws {
+        let s = Scratch()
+        s.release("slow", args: "--boot-delay 1500")
+        let pid = s.path + "/app.pid"
+        let args = ["deploy", "--pid-file", pid, "--dir", s.path + "/releases/slow", "--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify"]
+        let first = Child(Binaries.baton, args + ["--", Binaries.testapp, "--notify"], log: s.path + "/d1.log", cwd: s.path)
+        usleep(300_000)
+        let impatient = batonCommand(args + ["--lock-timeout", "0.3s", "--", Binaries.testapp, "--notify"], in: s)
+        #expect(impatient.code == 11, "\(impatient.output)")
+        #expect(impatient.output.contains("another deploy"))
+        let patient = batonCommand(args + ["--", Binaries.testapp, "--notify"], in: s)
+        #expect(first.wait() == 0, "\(first.log)")
+        #expect(patient.code == 0, "\(patient.output)")
+        #expect(patient.output.contains("restarting"))
+        #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
+    }
+
+    @Test func stalePidFileAndForeignUsers() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        _ = FileManager.default.createFile(atPath: d.pidFile, contents: Data("999999\n".utf8))
+        let status = d.run("status")
+        #expect(status.code == 1, "\(status.output)")
+        #expect(status.output.contains("pid file"))
+        #expect(d.start().code == 0)
+        guard getuid() == 0 else { return }
+        // Another user cannot reach the control socket (mode 0600)...
+        chmod(s.path, 0o755)
+        let asNobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", Binaries.baton]
+        let denied = Child(asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody.log", cwd: "/")
+        #expect(denied.wait() == 1)
+        #expect(denied.log.contains("permission denied"), "\(denied.log)")
+        // ...and even with the file opened up, the supervisor checks the peer's uid.
+        chmod(s.path + "/app.sock", 0o666)
+        let refused = Child(asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody2.log", cwd: "/")
+        #expect(refused.wait() == 1)
+        #expect(refused.log.contains("only uid 0 may control"), "\(refused.log)")
+        #expect(d.run("stop").code == 0)
+    }
+
+    @Test func systemdHearsReadyReloadingAndStopping() throws {
+        let s = Scratch()
+        let path = s.path + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        let rc = withUnsafeBytes(of: 0) { _ in
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+            return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        }
+        #expect(rc == 0)
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        func receive() -> String {
+            var buf = [UInt8](repeating: 0, count: 1024)
+            let n = recv(fd, &buf, buf.count, 0)
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        let env = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + ["NOTIFY_SOCKET=\(path)"]
+        let b = Child(
+            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify"], log: s.path + "/b.log",
+            env: env, cwd: s.path)
+        let ready = receive()
+        #expect(ready.contains("READY=1") && ready.contains("STATUS=serving generation 1"), "\(ready)")
+        b.signal(SIGHUP)
+        let reloading = receive()
+        #expect(reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="), "\(reloading)")
+        let again = receive()
+        #expect(again.contains("READY=1") && again.contains("generation 2"), "\(again)")
+        b.signal(SIGTERM)
+        #expect(receive().contains("STOPPING=1"))
+        #expect(b.wait() == 0)
+        // The app never saw baton's own NOTIFY_SOCKET.
+        #expect(!b.log.contains("ignored a notify"))
+    }
+
+    @Test func theLogIsReopenedOnUsr1() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        #expect(d.start().code == 0)
+        let log = s.path + "/app.log"
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        kill(try #require(d.supervisorPid), SIGUSR1)
+        #expect(eventually(5) { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("reopened log file") })
+        let logs = d.run("logs", ["--lines", "5"])
+        #expect(logs.code == 0 && logs.output.contains("reopened log file"))
+        #expect(d.run("stop").code == 0)
+    }
+}
