@@ -9,6 +9,7 @@ let package = Package(
     name: "baton",
     products: [
         .executable(name: "baton", targets: ["baton"]),
+        .executable(name: "start_server", targets: ["start_server"]),
         .library(name: "BatonListen", targets: ["BatonListen"]),
         .library(name: "BatonNIO", targets: ["BatonNIO"]),
         .library(name: "BatonHummingbird", targets: ["BatonHummingbird"]),
@@ -29,6 +30,11 @@ let package = Package(
         .target(name: "BatonSystem", dependencies: ["BatonCore", "CBatonShims"]),
         .executableTarget(
             name: "baton",
+            dependencies: ["BatonCore", "BatonSystem", "CBatonShims"],
+            linkerSettings: staticStdlib
+        ),
+        .executableTarget(
+            name: "start_server",
             dependencies: ["BatonCore", "BatonSystem", "CBatonShims"],
             linkerSettings: staticStdlib
         ),
@@ -77,6 +83,7 @@ let package = Package(
             name: "BatonIntegrationTests",
             dependencies: ["BatonCore", "CBatonShims"]
         ),
+        .testTarget(name: "ClassicStackTests", dependencies: ["CBatonShims"]),
     ],
     swiftLanguageModes: [.v6]
 )

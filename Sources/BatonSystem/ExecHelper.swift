@@ -8,7 +8,7 @@ import Glibc
 /// the child's pid in advance, so this sets `LISTEN_PID` to its own pid,
 /// enters the release directory, drops privileges, and execs the app, which
 /// keeps the pid. It never returns; on failure it exits 126/127 like a shell.
-func execHelper(_ args: [String]) -> Never {
+public func execHelper(_ args: [String]) -> Never {
     var i = 0
     var dir: String?
     var uid: uid_t?
@@ -46,10 +46,4 @@ func execHelper(_ args: [String]) -> Never {
     withCStrings(command) { argv in _ = execvp(command[0], argv) }
     let e = errno
     fail("cannot run '\(command[0])': \(String(cString: strerror(e)))", e == ENOENT ? 127 : 126)
-}
-
-func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    let pointers = strings.map { strdup($0) } + [nil]
-    defer { for p in pointers { free(p) } }
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
