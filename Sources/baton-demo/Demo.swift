@@ -52,10 +52,13 @@ struct Demo {
     }
 
     static func run(options: Options, logger: Logger) async throws {
+        // Check the inherited descriptors first, before anything else opens
+        // one: a descriptor the supervisor did not pass would be taken by the
+        // next open() and could pass for it.
+        let listeners = try Listeners.inheritedOrBind(options.bind)
         let environment = BatonEnvironment.current
         let releaseDirectory = environment.releaseDirectory ?? currentDirectory()
         let templates = try await Templates.load(from: releaseDirectory + "/templates")
-        let listeners = try Listeners.inheritedOrBind(options.bind)
         let info = PageInfo(
             release: environment.releaseName ?? lastComponent(of: releaseDirectory),
             generation: environment.generation.map(String.init) ?? "standalone",
