@@ -37,8 +37,9 @@ public struct SupervisorPolicy: Sendable, Equatable {
     public var readyTimeout: Duration = .seconds(60)
     /// Extra wait between the new generation settling and the old one's signal.
     public var killOldDelay: Duration = .zero
-    /// How long a signalled generation may take to exit before SIGKILL.
-    public var drainTimeout: Duration = .seconds(30)
+    /// How long a signalled generation may take to exit before SIGKILL;
+    /// nil waits forever (Server::Starter's behaviour).
+    public var drainTimeout: Duration? = .seconds(30)
     /// The signal that asks an old generation to finish (Starman needs QUIT).
     public var signalOnHup: Int32 = SIGTERM
     /// The signal every generation gets when the supervisor stops.
@@ -51,9 +52,22 @@ public struct SupervisorPolicy: Sendable, Equatable {
     public var backoffMax: Duration = .seconds(30)
     /// A generation that served this long resets the backoff.
     public var backoffReset: Duration = .seconds(60)
-    /// When the very first generation fails, stop with `startFailed` instead
-    /// of retrying (what `baton run` and `baton start` do).
+    /// When the very first generation fails (after its retries), stop with
+    /// `startFailed` instead of retrying with backoff (what `baton run`,
+    /// `baton start` and `start_server` do).
     public var exitWhenFirstFails: Bool = true
+    /// How many more times a failed attempt is tried, `retryDelay` apart,
+    /// before it counts as failed (0 for baton; start_server retries like
+    /// Server::Starter, but a bounded number of times).
+    public var attemptRetries: Int = 0
+    /// The wait before a failed attempt is tried again.
+    public var retryDelay: Duration = .seconds(1)
+    /// Hand-over mode: the wait between shutting a retiring generation's
+    /// listeners and sending its signal, so that its workers see the door
+    /// closed (accept fails) before they are asked to finish.
+    public var doorDelay: Duration = .zero
+    /// Restart by itself this often (Server::Starter's `--enable-auto-restart`).
+    public var autoRestartInterval: Duration?
 
     /// The default policy.
     public init() {}

@@ -44,6 +44,10 @@ public struct Generation: Sendable, Equatable {
     public internal(set) var servingSince: Instant?
     /// When it was sent its graceful signal.
     public internal(set) var signalledAt: Instant?
+    /// A graceful signal to send at `signalAt` (hand-over: after the door closed).
+    public internal(set) var pendingSignal: Int32?
+    /// When to send `pendingSignal`.
+    public internal(set) var signalAt: Instant?
     /// The last `STATUS=` it sent.
     public internal(set) var status: String?
 }
@@ -103,6 +107,11 @@ public enum SupervisorAction: Sendable, Equatable {
     case attemptStarted(requests: [RequestID], generation: Int, reason: AttemptReason)
     /// Send a signal to one process.
     case signal(pid: Int32, signal: Int32)
+    /// Stop accepting on this generation's own listeners, so that what is
+    /// queued there moves to the others (hand-over mode; otherwise nothing).
+    case closeDoor(generation: Int)
+    /// This generation is gone: release its own listeners (hand-over mode).
+    case releaseSockets(generation: Int)
     /// Send a signal to a whole process group.
     case signalGroup(pgid: Int32, signal: Int32)
     /// Log this and pass it to progress listeners.
@@ -162,6 +171,8 @@ public struct SupervisorStateMachine: Sendable {
         public var requests: [RequestID]
         /// When it began.
         public let startedAt: Instant
+        /// Which try this is, from 1.
+        public var tries: Int = 1
     }
 
     /// The last finished attempt, for `status`.
@@ -188,6 +199,10 @@ public struct SupervisorStateMachine: Sendable {
     public private(set) var queued: [RequestID]?
     /// When a crashed app is started again, if scheduled.
     public private(set) var respawnAt: Instant?
+    /// A failed attempt waiting to be tried again, and when.
+    public private(set) var retry: (attempt: Attempt, at: Instant)?
+    /// When the last restart (or the start) was made, for auto-restart.
+    public private(set) var lastRestartAt: Instant?
     /// The delay the next respawn will wait.
     public private(set) var backoff: Duration
     /// The last finished attempt.
@@ -208,12 +223,24 @@ public struct SupervisorStateMachine: Sendable {
     /// The earliest deadline, for the shell's one timer; `nil`: wait for events only.
     public var nextDeadline: Instant? {
         var next = respawnAt
+        if let r = retry?.at, next == nil || r < next! { next = r }
+        if let a = autoRestartDeadline, next == nil || a < next! { next = a }
         for g in generations {
-            for d in [g.deadline, g.aliveReadyAt].compactMap({ $0 }) where next == nil || d < next! {
+            for d in [g.deadline, g.aliveReadyAt, g.signalAt].compactMap({ $0 }) where next == nil || d < next! {
                 next = d
             }
         }
         return next
+    }
+
+    /// When an auto-restart is due: one interval after the last restart, or
+    /// two when old generations are still draining then.
+    private var autoRestartDeadline: Instant? {
+        guard phase == .running, let interval = policy.autoRestartInterval, let last = lastRestartAt,
+            attempt == nil, retry == nil, serving != nil
+        else { return nil }
+        let draining = generations.contains { $0.phase == .draining || $0.phase == .killed }
+        return draining ? last + interval * 2 : last + interval
     }
 
     /// Handles one event that happened at `now` and returns what to do.
@@ -252,7 +279,7 @@ public struct SupervisorStateMachine: Sendable {
             out.append(.attemptFinished(requests: requests, outcome: .rejected(reason: "the supervisor is stopping")))
             return
         }
-        if let attempt {
+        if let attempt = attempt ?? retry?.attempt {
             if queued == nil {
                 out.append(
                     .report(
@@ -268,11 +295,14 @@ public struct SupervisorStateMachine: Sendable {
     }
 
     private mutating func beginAttempt(
-        _ reason: AttemptReason, requests: [RequestID], now: Instant, _ out: inout [SupervisorAction]
+        _ reason: AttemptReason, requests: [RequestID], tries: Int = 1, startedAt: Instant? = nil, now: Instant,
+        _ out: inout [SupervisorAction]
     ) {
         respawnAt = nil
+        retry = nil
         lastGeneration += 1
-        attempt = Attempt(generation: lastGeneration, reason: reason, requests: requests, startedAt: now)
+        lastRestartAt = now
+        attempt = Attempt(generation: lastGeneration, reason: reason, requests: requests, startedAt: startedAt ?? now, tries: tries)
         out.append(.attemptStarted(requests: requests, generation: lastGeneration, reason: reason))
         out.append(.spawn(generation: lastGeneration))
     }
@@ -285,6 +315,10 @@ public struct SupervisorStateMachine: Sendable {
         exitCode = code
         phase = .stopping
         respawnAt = nil
+        if let pending = retry {
+            retry = nil
+            if attempt == nil { attempt = pending.attempt }
+        }
         out.append(.report(Report(kind: .stopping, message: "stopping: \(generations.count) generation(s) to stop")))
         let queuedRequests = queued ?? []
         queued = nil
@@ -301,13 +335,15 @@ public struct SupervisorStateMachine: Sendable {
                 generations[i].phase = .draining
                 generations[i].aliveReadyAt = nil
                 generations[i].signalledAt = now
-                generations[i].deadline = now + policy.drainTimeout
+                generations[i].deadline = policy.drainTimeout.map { now + $0 }
                 out.append(.signal(pid: generations[i].pid, signal: policy.signalOnTerm))
                 out.append(
                     .report(
                         Report(
                             kind: .signalled, generation: generations[i].number, pid: generations[i].pid,
                             message: "sent \(OptionParsing.signalName(policy.signalOnTerm)) (stop)")))
+            case .draining where generations[i].pendingSignal != nil:
+                sendGracefulSignal(at: i, signal: policy.signalOnTerm, why: "stop", now: now, &out)
             case .draining, .failing, .killed:
                 break
             }
@@ -424,14 +460,30 @@ public struct SupervisorStateMachine: Sendable {
     ) {
         generations[i].phase = .draining
         generations[i].aliveReadyAt = nil
+        if why == "retire" {
+            out.append(.closeDoor(generation: generations[i].number))
+            if policy.doorDelay > .zero {
+                generations[i].pendingSignal = signal
+                generations[i].signalAt = now + policy.doorDelay
+                generations[i].deadline = nil
+                return
+            }
+        }
+        sendGracefulSignal(at: i, signal: signal, why: why, now: now, &out)
+    }
+
+    private mutating func sendGracefulSignal(at i: Int, signal: Int32, why: String, now: Instant, _ out: inout [SupervisorAction]) {
+        generations[i].pendingSignal = nil
+        generations[i].signalAt = nil
         generations[i].signalledAt = now
-        generations[i].deadline = now + policy.drainTimeout
+        generations[i].deadline = policy.drainTimeout.map { now + $0 }
         out.append(.signal(pid: generations[i].pid, signal: signal))
         out.append(
             .report(
                 Report(
                     kind: .signalled, generation: generations[i].number, pid: generations[i].pid,
-                    message: "sent \(OptionParsing.signalName(signal)) (\(why)); drain deadline \(policy.drainTimeout.humanDescription)"
+                    message: "sent \(OptionParsing.signalName(signal)) (\(why)); "
+                        + (policy.drainTimeout.map { "drain deadline \($0.humanDescription)" } ?? "no drain deadline")
                 )))
     }
 
@@ -450,17 +502,31 @@ public struct SupervisorStateMachine: Sendable {
     /// The attempt for `number` failed: the serving generation (if any) goes on.
     private mutating func attemptFailed(_ number: Int, reason: String, now: Instant, _ out: inout [SupervisorAction]) {
         guard let current = attempt, current.generation == number else { return }
+        out.append(.closeDoor(generation: number))
+        if phase == .running, current.tries <= policy.attemptRetries {
+            attempt = nil
+            retry = (current, now + policy.retryDelay)
+            out.append(
+                .report(
+                    Report(
+                        kind: .respawnScheduled, generation: number,
+                        message: "trying again in \(policy.retryDelay.humanDescription) (try \(current.tries + 1) of \(policy.attemptRetries + 1))"
+                    )))
+            return
+        }
         let nothingServes = serving == nil
         if phase == .running, nothingServes, current.reason == .initial, policy.exitWhenFirstFails {
             attempt = nil
+            let why = reason + (current.tries > 1 ? " (gave up after \(current.tries) tries)" : "")
             lastAttempt = AttemptRecord(
-                reason: current.reason, outcome: .failed(generation: number, reason: reason),
+                reason: current.reason, outcome: .failed(generation: number, reason: why),
                 startedAt: current.startedAt, finishedAt: now)
-            out.append(.attemptFinished(requests: current.requests, outcome: .failed(generation: number, reason: reason)))
+            out.append(.attemptFinished(requests: current.requests, outcome: .failed(generation: number, reason: why)))
             stopRequested(nil, code: BatonError.Code.startFailed.exitCode, now: now, &out)
             return
         }
-        finishAttempt(current, .failed(generation: number, reason: reason), now: now, &out)
+        let gaveUp = current.tries > 1 ? " (gave up after \(current.tries) tries)" : ""
+        finishAttempt(current, .failed(generation: number, reason: reason + gaveUp), now: now, &out)
         if phase == .running, serving == nil, attempt == nil {
             scheduleRespawn(now: now, &out)
         }
@@ -480,6 +546,7 @@ public struct SupervisorStateMachine: Sendable {
         let g = generations.remove(at: i)
         // Workers the main process left behind have nobody to manage them.
         out.append(.signalGroup(pgid: pid, signal: SIGKILL))
+        out.append(.releaseSockets(generation: g.number))
         out.append(.generationsChanged)
         switch g.phase {
         case .starting, .settling:
@@ -533,7 +600,9 @@ public struct SupervisorStateMachine: Sendable {
             case .settling:
                 if let d = g.deadline, d <= now { promote(at: i, now: now, &out) }
             case .draining, .failing:
-                if let d = g.deadline, d <= now {
+                if let at = g.signalAt, at <= now, let sig = g.pendingSignal {
+                    sendGracefulSignal(at: i, signal: sig, why: "retire", now: now, &out)
+                } else if let d = g.deadline, d <= now {
                     generations[i].phase = .killed
                     generations[i].deadline = nil
                     out.append(.signalGroup(pgid: g.pid, signal: SIGKILL))
@@ -552,6 +621,15 @@ public struct SupervisorStateMachine: Sendable {
         }
         if let at = respawnAt, at <= now, phase == .running {
             beginAttempt(.respawn, requests: [], now: now, &out)
+        }
+        if let pending = retry, pending.at <= now, phase == .running {
+            beginAttempt(
+                pending.attempt.reason, requests: pending.attempt.requests, tries: pending.attempt.tries + 1,
+                startedAt: pending.attempt.startedAt, now: now, &out)
+        }
+        if let due = autoRestartDeadline, due <= now {
+            out.append(.report(Report(kind: .queued, message: "auto-restart (every \(policy.autoRestartInterval!.humanDescription))")))
+            beginAttempt(.restart, requests: [], now: now, &out)
         }
     }
 }

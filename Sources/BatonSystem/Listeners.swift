@@ -2,7 +2,24 @@ import BatonCore
 import CBatonShims
 import Glibc
 
-/// A listening socket the supervisor holds for its whole life.
+/// One address to listen on, as configured.
+public struct ListenSpec: Sendable, Equatable {
+    /// Where to listen.
+    public var address: ListenAddress
+    /// Its key in `SERVER_STARTER_PORT` (default: the address as bound).
+    public var envKey: String?
+    /// The descriptor number the app gets it at (default: 3, 4, ... in order).
+    public var fd: Int32?
+
+    /// A spec for `address`.
+    public init(_ address: ListenAddress, envKey: String? = nil, fd: Int32? = nil) {
+        self.address = address
+        self.envKey = envKey
+        self.fd = fd
+    }
+}
+
+/// A listening socket the supervisor holds.
 public struct Listener: Sendable {
     /// The address as bound (a port 0 replaced by the one the kernel chose).
     public var address: ListenAddress
@@ -12,6 +29,18 @@ public struct Listener: Sendable {
     public var name: String
     /// A unix socket file this supervisor created (removed when it stops).
     public var createdFile: (path: String, dev: UInt64, ino: UInt64)?
+    /// Its key in `SERVER_STARTER_PORT`.
+    public var envKey: String = ""
+    /// The descriptor number the app gets it at, if pinned.
+    public var targetFD: Int32?
+    /// Bound with SO_REUSEPORT (hand-over mode: one per generation).
+    public var reusePort = false
+
+    /// True for TCP listeners.
+    public var isTCP: Bool {
+        if case .tcp = address { return true }
+        return false
+    }
 }
 
 /// Binding, adopting and releasing the supervisor's listening sockets.
@@ -21,21 +50,24 @@ public enum Listeners {
     public static let parkAt: Int32 = 100
 
     /// Binds every address; on any failure closes what it bound and throws.
+    /// With `reusePort`, TCP sockets get SO_REUSEPORT (hand-over mode).
     public static func bind(
-        _ addresses: [ListenAddress], backlog: Int32?, socketMode: UInt32
+        _ specs: [ListenSpec], backlog: Int32?, socketMode: UInt32, reusePort: Bool = false
     ) throws(BatonError) -> [Listener] {
         var bound: [Listener] = []
         let depth = backlog ?? baton_somaxconn()
         do {
-            for (i, address) in addresses.enumerated() {
+            for (i, spec) in specs.enumerated() {
                 var l: Listener
-                switch address {
+                switch spec.address {
                 case .tcp(let host, let port):
-                    l = try bindTCP(host: host, port: port, backlog: depth, original: address)
+                    l = try bindTCP(host: host, port: port, backlog: depth, original: spec.address, reusePort: reusePort)
                 case .unix(let path):
                     l = try bindUnix(path: path, backlog: depth, mode: socketMode)
                 }
                 l.name = "listen\(i)"
+                l.envKey = spec.envKey ?? l.address.description
+                l.targetFD = spec.fd
                 bound.append(l)
             }
         } catch {
@@ -43,6 +75,29 @@ public enum Listeners {
             throw error
         }
         return bound
+    }
+
+    /// Binds one more SO_REUSEPORT socket to the address of `listener` (a
+    /// hand-over mode generation's own door).
+    public static func bindAgain(_ listener: Listener, backlog: Int32?) throws(BatonError) -> Listener {
+        guard case .tcp(let host, let port) = listener.address else { return listener }
+        var l = try bindTCP(host: host, port: port, backlog: backlog ?? baton_somaxconn(), original: listener.address, reusePort: true)
+        l.name = listener.name
+        l.envKey = listener.envKey
+        l.targetFD = listener.targetFD
+        return l
+    }
+
+    /// Stops accepting on a listener: with `net.ipv4.tcp_migrate_req=1` the
+    /// kernel moves its queued connections to the other SO_REUSEPORT
+    /// listeners of the same address.
+    public static func shutDown(_ listener: Listener) {
+        shutdown(listener.fd, Int32(SHUT_RDWR))
+    }
+
+    /// True when `net.ipv4.tcp_migrate_req` is 1 in this network namespace.
+    public static func queueMigrationEnabled() -> Bool {
+        Sys.readFile("/proc/sys/net/ipv4/tcp_migrate_req", limit: 16).map { $0.first == UInt8(ascii: "1") } ?? false
     }
 
     /// Adopts sockets passed by systemd socket activation (`LISTEN_FDS` with
@@ -71,7 +126,9 @@ public enum Listeners {
             }
             close(fd)
             let name = Int(i) < names.count && !names[Int(i)].isEmpty ? names[Int(i)] : "listen\(i)"
-            out.append(Listener(address: address, fd: parked, name: name, createdFile: nil))
+            var l = Listener(address: address, fd: parked, name: name, createdFile: nil)
+            l.envKey = address.description
+            out.append(l)
         }
         unsetenv("LISTEN_PID")
         unsetenv("LISTEN_FDS")
@@ -82,7 +139,7 @@ public enum Listeners {
     /// Closes the sockets and removes the unix socket files this process created.
     public static func release(_ listeners: [Listener]) {
         for l in listeners {
-            close(l.fd)
+            if l.fd >= 0 { close(l.fd) }
             if let file = l.createdFile, let now = Sys.identity(file.path), now.dev == file.dev, now.ino == file.ino {
                 unlink(file.path)
             }
@@ -91,7 +148,9 @@ public enum Listeners {
 
     // MARK: - TCP
 
-    private static func bindTCP(host: String, port: UInt16, backlog: Int32, original: ListenAddress) throws(BatonError) -> Listener {
+    private static func bindTCP(
+        host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool
+    ) throws(BatonError) -> Listener {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -112,6 +171,9 @@ public enum Listeners {
         if family == AF_INET6 {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        if reusePort {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         if Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
             let e = errno
             close(fd)
@@ -123,7 +185,9 @@ public enum Listeners {
             throw BatonError(.bindFailed, "cannot listen on \(original): \(Sys.describe(errno: e))", errno: e)
         }
         let parked = try park(fd, original)
-        return Listener(address: localAddress(parked) ?? original, fd: parked, name: "", createdFile: nil)
+        var l = Listener(address: localAddress(parked) ?? original, fd: parked, name: "", createdFile: nil)
+        l.reusePort = reusePort
+        return l
     }
 
     private static func bindError(_ address: ListenAddress, errno e: Int32, port: UInt16) -> BatonError {

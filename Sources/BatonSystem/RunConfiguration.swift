@@ -3,7 +3,18 @@ import BatonCore
 /// Everything `baton run` (and `start_server`) needs to supervise an app.
 public struct RunConfiguration: Sendable {
     /// Addresses to bind (ignored when systemd passes sockets).
-    public var listen: [ListenAddress] = []
+    public var listen: [ListenSpec] = []
+    /// Start even with no listener (start_server without --port).
+    public var allowNoListeners = false
+    /// Hand-over mode: each generation gets its own SO_REUSEPORT TCP
+    /// listeners, shut down (their queue migrating) before its signal.
+    public var handover = false
+    /// The `--envdir` format: daemontools (trailing blanks trimmed, empty
+    /// file unsets) or Server::Starter's (first line, newline removed).
+    public var envdirStyle: EnvDir.Style = .daemontools
+    /// Extra variables for the app and the supervisor's view (start_server's
+    /// ENVDIR, KILL_OLD_DELAY, ...), applied before `env`.
+    public var exportedEnv: [String] = []
     /// Mode of the unix socket files it creates.
     public var socketMode: UInt32 = 0o660
     /// The listen backlog; nil: the kernel's maximum.

@@ -7,7 +7,6 @@ import Glibc
 /// pid, changes directory and user, then execs the app (keeping the pid).
 struct Spawner {
     let configuration: RunConfiguration
-    let listeners: [Listener]
     let notifySocket: String
     let credentials: Credentials?
 
@@ -36,13 +35,19 @@ struct Spawner {
         return .success(resolved)
     }
 
-    /// `SERVER_STARTER_PORT` for this socket set: `addr=fd` joined by `;`.
-    static func serverStarterPort(_ listeners: [Listener]) -> String {
-        listeners.enumerated().map { "\($0.element.address)=\(3 + $0.offset)" }.joined(separator: ";")
+    /// The descriptor numbers the app gets a socket set at.
+    static func targets(_ listeners: [Listener]) -> [Int32] {
+        listeners.enumerated().map { $0.element.targetFD ?? Int32(3 + $0.offset) }
     }
 
-    /// Spawns generation `number`; returns its pid and release directory.
-    func spawn(generation number: Int) -> Result<(pid: Int32, releaseDir: String), BatonError> {
+    /// `SERVER_STARTER_PORT` for this socket set: `key=fd` joined by `;`.
+    static func serverStarterPort(_ listeners: [Listener]) -> String {
+        zip(listeners, targets(listeners)).map { "\($0.envKey)=\($1)" }.joined(separator: ";")
+    }
+
+    /// Spawns generation `number` with the socket set `listeners`; returns
+    /// its pid and release directory.
+    func spawn(generation number: Int, listeners: [Listener]) -> Result<(pid: Int32, releaseDir: String), BatonError> {
         let releaseDir: String
         switch releaseDirectory() {
         case .success(let d): releaseDir = d
@@ -59,8 +64,12 @@ struct Spawner {
             let key = String(entry[..<eq])
             if !Self.privateVariables.contains(key) { set(key, String(entry[entry.index(after: eq)...])) }
         }
+        for pair in configuration.exportedEnv {
+            let eq = pair.firstIndex(of: "=")!
+            set(String(pair[..<eq]), String(pair[pair.index(after: eq)...]))
+        }
         if let envdir = configuration.envdir {
-            switch EnvDir.read(envdir) {
+            switch EnvDir.read(envdir, style: configuration.envdirStyle) {
             case .success(let vars): for (k, v) in vars { set(k, v) }
             case .failure(let e): return .failure(e)
             }
@@ -71,8 +80,13 @@ struct Spawner {
         }
         set("SERVER_STARTER_PORT", Self.serverStarterPort(listeners))
         set("SERVER_STARTER_GENERATION", String(number))
-        set("LISTEN_FDS", String(listeners.count))
-        set("LISTEN_FDNAMES", listeners.map(\.name).joined(separator: ":"))
+        // sd_listen_fds() wants them at 3, 4, ... in order; pinned elsewhere,
+        // only SERVER_STARTER_PORT can describe them.
+        let targets = Self.targets(listeners)
+        if targets == (0..<listeners.count).map({ Int32(3 + $0) }), !listeners.isEmpty {
+            set("LISTEN_FDS", String(listeners.count))
+            set("LISTEN_FDNAMES", listeners.map(\.name).joined(separator: ":"))
+        }
         set("NOTIFY_SOCKET", notifySocket)
         set("BATON_GENERATION", String(number))
         set("BATON_RELEASE_DIR", releaseDir)
@@ -90,7 +104,9 @@ struct Spawner {
         let rc = withCStrings(argv) { cargv in
             withCStrings(envp) { cenvp in
                 fds.withUnsafeBufferPointer { fdp in
-                    baton_spawn(&pid, "/proc/self/exe", cargv, cenvp, fdp.baseAddress, Int32(fds.count), nil, 1, 0)
+                    targets.withUnsafeBufferPointer { tp in
+                    baton_spawn(&pid, "/proc/self/exe", cargv, cenvp, fdp.baseAddress, tp.baseAddress, Int32(fds.count), nil, 1, 0)
+                    }
                 }
             }
         }
@@ -112,11 +128,19 @@ public func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMu
 /// file name is the name, the file's first line (trailing blanks removed,
 /// NUL bytes turned into newlines) is the value; an empty file unsets it.
 public enum EnvDir {
+    /// How a file's contents become a value.
+    public enum Style: Sendable {
+        /// daemontools: the first line, trailing blanks removed; an empty file unsets the variable.
+        case daemontools
+        /// Server::Starter: the first line without its newline; an empty file is ignored.
+        case serverStarter
+    }
+
     /// The largest file it reads.
     public static let maxFileBytes = 64 * 1024
 
     /// Reads the variables, or a clear error.
-    public static func read(_ dir: String) -> Result<[(String, String?)], BatonError> {
+    public static func read(_ dir: String, style: Style = .daemontools) -> Result<[(String, String?)], BatonError> {
         guard let d = opendir(dir) else {
             let e = errno
             return .failure(BatonError(.failure, "--envdir \(dir): \(Sys.describe(errno: e))", errno: e))
@@ -142,14 +166,14 @@ public enum EnvDir {
                 return .failure(BatonError(.failure, "--envdir: cannot read \(path): \(Sys.describe(errno: e))", errno: e))
             }
             if bytes.isEmpty {
-                out.append((name, nil))
+                if style == .daemontools { out.append((name, nil)) }
                 continue
             }
             let firstLine = bytes.prefix { $0 != 10 }.map { $0 == 0 ? 10 : $0 }
             guard let text = String(validating: firstLine, as: UTF8.self) else {
                 return .failure(BatonError(.usage, "--envdir: \(path) is not valid UTF-8 text"))
             }
-            out.append((name, text.trimmingSuffix(while: { $0 == " " || $0 == "\t" })))
+            out.append((name, style == .daemontools ? text.trimmingSuffix(while: { $0 == " " || $0 == "\t" }) : text))
         }
         return .success(out)
     }

@@ -9,7 +9,14 @@ import Glibc
 public final class Supervisor {
     let configuration: RunConfiguration
     var machine: SupervisorStateMachine
+    /// The listeners as bound at start: the shared set, or in hand-over mode
+    /// the first generation's.
     var listeners: [Listener] = []
+    /// Hand-over mode: each generation's own socket set.
+    var generationSockets: [Int: [Listener]] = [:]
+    /// Hand-over mode: a socket set whose generation is gone while no other
+    /// holds one; kept open (its queue waits) and given to the next generation.
+    var spareSockets: [Listener]?
     var pidFile: PidFile?
     let statusFile: StatusFile?
     var spawner: Spawner?
@@ -55,7 +62,10 @@ public final class Supervisor {
         if let problem = found.problem {
             throw BatonError(.commandNotFound, "cannot run '\(command)': it \(problem)")
         }
-        if let envdir = configuration.envdir, case .failure(let e) = EnvDir.read(envdir) {
+        if configuration.handover, configuration.listen.contains(where: { $0.fd != nil }) {
+            throw BatonError(.usage, "--handover cannot be combined with pinned descriptor numbers")
+        }
+        if let envdir = configuration.envdir, case .failure(let e) = EnvDir.read(envdir, style: configuration.envdirStyle) {
             throw e
         }
     }
@@ -108,15 +118,26 @@ public final class Supervisor {
             listeners = adopted
             Log.line("adopted \(adopted.count) socket(s) from systemd: \(adopted.map { $0.address.description }.joined(separator: ", "))")
         } else {
-            guard !configuration.listen.isEmpty else {
+            guard !configuration.listen.isEmpty || configuration.allowNoListeners else {
                 throw BatonError(.usage, "no address to listen on; give at least one --listen (for example --listen 8080)")
             }
-            listeners = try Listeners.bind(configuration.listen, backlog: configuration.backlog, socketMode: configuration.socketMode)
+            if configuration.handover, configuration.listen.contains(where: { if case .tcp = $0.address { true } else { false } }),
+                !Listeners.queueMigrationEnabled()
+            {
+                throw BatonError(
+                    .usage,
+                    "--handover needs net.ipv4.tcp_migrate_req=1 (it is 0 in this network namespace), or the old generation's queued connections would be reset; run 'sysctl -w net.ipv4.tcp_migrate_req=1' or drop --handover"
+                )
+            }
+            listeners = try Listeners.bind(
+                configuration.listen, backlog: configuration.backlog, socketMode: configuration.socketMode,
+                reusePort: configuration.handover)
         }
+        if configuration.handover { spareSockets = listeners }
         let notifyName = try openNotifySocket()
         if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
-        spawner = Spawner(configuration: configuration, listeners: listeners, notifySocket: notifyName, credentials: credentials)
+        spawner = Spawner(configuration: configuration, notifySocket: notifyName, credentials: credentials)
 
         epfd = baton_epoll_create()
         guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
@@ -222,7 +243,14 @@ public final class Supervisor {
             i += 1
             switch action {
             case .spawn(let number):
-                switch spawner!.spawn(generation: number) {
+                let sockets: [Listener]
+                switch socketSet(for: number) {
+                case .success(let set): sockets = set
+                case .failure(let error):
+                    queue += machine.handle(.spawnFailed(generation: number, reason: error.message), now: Sys.now())
+                    continue
+                }
+                switch spawner!.spawn(generation: number, listeners: sockets) {
                 case .success(let child):
                     queue += machine.handle(.spawned(generation: number, pid: child.pid, releaseDir: child.releaseDir), now: Sys.now())
                 case .failure(let error):
@@ -232,6 +260,10 @@ public final class Supervisor {
                 kill(pid, sig)
             case .signalGroup(let pgid, let sig):
                 kill(-pgid, sig)
+            case .closeDoor(let number):
+                closeDoor(of: number)
+            case .releaseSockets(let number):
+                releaseSockets(of: number)
             case .attemptStarted(let requests, let generation, let reason):
                 attemptStarted(requests, generation: generation, reason: reason)
             case .report(let report):
@@ -284,9 +316,68 @@ public final class Supervisor {
         return "@" + name
     }
 
+    // MARK: - Socket sets
+
+    /// The sockets generation `number` inherits: the shared listeners, or in
+    /// hand-over mode its own SO_REUSEPORT TCP listeners (unix ones shared).
+    func socketSet(for number: Int) -> Result<[Listener], BatonError> {
+        guard configuration.handover else { return .success(listeners) }
+        if let spare = spareSockets {
+            spareSockets = nil
+            generationSockets[number] = spare
+            return .success(spare)
+        }
+        var set: [Listener] = []
+        for l in listeners {
+            if l.isTCP {
+                do { set.append(try Listeners.bindAgain(l, backlog: configuration.backlog)) } catch {
+                    for opened in set where opened.isTCP { close(opened.fd) }
+                    return .failure(error)
+                }
+            } else {
+                set.append(l)
+            }
+        }
+        generationSockets[number] = set
+        return .success(set)
+    }
+
+    /// True when a generation other than `number` holds an open socket set.
+    private func anotherDoorIsOpen(besides number: Int) -> Bool {
+        spareSockets != nil || generationSockets.keys.contains { $0 != number }
+    }
+
+    /// Hand-over: shuts the generation's own TCP listeners, so that what is
+    /// queued on them moves to the other generation's, before its signal.
+    func closeDoor(of number: Int) {
+        guard configuration.handover, let set = generationSockets[number], anotherDoorIsOpen(besides: number) else { return }
+        for l in set where l.isTCP { Listeners.shutDown(l) }
+    }
+
+    /// Hand-over: a generation is gone; close its sockets, unless it held the
+    /// only ones (then they wait, with their queue, for the next generation).
+    func releaseSockets(of number: Int) {
+        guard configuration.handover, let set = generationSockets.removeValue(forKey: number) else { return }
+        if !anotherDoorIsOpen(besides: number) {
+            spareSockets = set
+            return
+        }
+        for l in set where l.isTCP {
+            Listeners.shutDown(l)
+            close(l.fd)
+            // The first generation's set is the one bound at start: forget the numbers.
+            for i in listeners.indices where listeners[i].fd == l.fd { listeners[i].fd = -1 }
+        }
+    }
+
     /// Releases every file and socket this supervisor created. Control
     /// connections stay open for the final answer to `stop`.
     func cleanUp() {
+        for set in Array(generationSockets.values) + [spareSockets ?? []] {
+            for l in set where l.isTCP && !listeners.contains(where: { $0.fd == l.fd }) { close(l.fd) }
+        }
+        generationSockets = [:]
+        spareSockets = nil
         Listeners.release(listeners)
         listeners = []
         statusFile?.remove()

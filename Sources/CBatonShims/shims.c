@@ -19,7 +19,7 @@
 extern char **environ;
 
 int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                const int *fds, int nfds, const int stdio_fds[3],
+                const int *fds, const int *targets, int nfds, const int stdio_fds[3],
                 int new_pgroup, int new_session) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -34,10 +34,13 @@ int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const en
     // The caller keeps its copies at numbers above 3 + nfds (F_DUPFD_CLOEXEC
     // with a high minimum), so these dup2 never overwrite a later source and
     // never degenerate into dup2(fd, fd), which would leave FD_CLOEXEC set.
+    int top = 2;
     for (int i = 0; i < nfds && rc == 0; i++) {
-        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], 3 + i);
+        int target = targets ? targets[i] : 3 + i;
+        if (target > top) top = target;
+        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], target);
     }
-    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3 + nfds);
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
 
     sigset_t empty, all;
     sigemptyset(&empty);

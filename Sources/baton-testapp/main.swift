@@ -56,7 +56,7 @@ var isWorker = false
 while let arg = argv.first {
     argv.removeFirst()
     switch arg {
-    case "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after":
+    case "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load", "--requests", "--concurrency", "--path":
         options[arg] = argv.isEmpty ? "" : argv.removeFirst()
     case "--worker":
         isWorker = true
@@ -65,6 +65,56 @@ while let arg = argv.first {
     }
 }
 let ms = { (key: String) in Int(options[key] ?? "0") ?? 0 }
+
+// Load mode: --load PORT [--requests N] [--concurrency C] [--path P]: a bounded
+// HTTP/1.1 client (Connection: close) printing "ok=N failed=N".
+if let portText = options["--load"], let port = UInt16(portText) {
+    let total = Int(options["--requests"] ?? "2000") ?? 2000
+    let clients = Int(options["--concurrency"] ?? "8") ?? 8
+    let requestPath = options["--path"] ?? "/"
+    let ok = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    let group = DispatchGroup()
+    for _ in 0..<clients {
+        group.enter()
+        DispatchQueue.global().async {
+            for _ in 0..<(total / clients) {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = port.bigEndian
+                inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+                var tv = timeval(tv_sec: 10, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                var good = withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                } == 0
+                if good {
+                    let request = "GET \(requestPath) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    good = request.withCString { write(fd, $0, strlen($0)) } > 0
+                }
+                var response: [UInt8] = []
+                var buf = [UInt8](repeating: 0, count: 4096)
+                while good {
+                    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n < 0 { good = false }
+                    if n <= 0 { break }
+                    response += buf[0..<n]
+                }
+                close(fd)
+                if good, response.starts(with: Array("HTTP/1.1 200".utf8)) || response.starts(with: Array("HTTP/1.0 200".utf8)) {
+                    ok.add(1, ordering: .relaxed)
+                } else {
+                    failed.add(1, ordering: .relaxed)
+                }
+            }
+            group.leave()
+        }
+    }
+    group.wait()
+    print("ok=\(ok.load(ordering: .relaxed)) failed=\(failed.load(ordering: .relaxed))")
+    exit(0)
+}
 
 if options["--crash-at-boot"] != nil {
     say("testapp: crashing at boot as asked")
@@ -123,7 +173,7 @@ if !isWorker, let n = Int(options["--workers"] ?? "0"), n > 0 {
         let pointers = selfArgs.map { strdup($0) } + [nil]
         let envp = (0..<1).map { _ in baton_environ() }[0]
         let rc = listeners.withUnsafeBufferPointer { fds in
-            pointers.withUnsafeBufferPointer { baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, envp, fds.baseAddress, Int32(fds.count), nil, 0, 0) }
+            pointers.withUnsafeBufferPointer { baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, envp, fds.baseAddress, fds.baseAddress, Int32(fds.count), nil, 0, 0) }
         }
         for p in pointers { free(p) }
         if rc == 0 { workerPids.append(pid) }
@@ -208,7 +258,11 @@ while !draining {
         }
         while true {
             let client = accept(pollFDs[i].fd, nil, nil)
-            if client < 0 { break }
+            if client < 0 {
+                // A listener shut down by the supervisor (hand-over): stop polling it.
+                if errno == EINVAL { pollFDs[i].fd = -1 }
+                break
+            }
             _ = baton_fcntl_setfd(client, FD_CLOEXEC)
             _ = baton_fcntl_setfl(client, baton_fcntl_getfl(client) & ~O_NONBLOCK)
             inflight.add(1, ordering: .relaxed)

@@ -5,6 +5,8 @@ import BatonSystem
 enum RunOptions {
     static let specs: [OptionSpec] = [
         OptionSpec("listen", value: "ADDR", "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
+        OptionSpec("handover", "hand-over mode: one SO_REUSEPORT listener per generation, shut down before its signal so its queue moves to the new one (needs net.ipv4.tcp_migrate_req=1)"),
+        OptionSpec("handover-delay", value: "D", "hand-over mode: wait this long between closing the old generation's listener and its signal (default 100ms)"),
         OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)"),
         OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)"),
         OptionSpec("status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)"),
@@ -28,7 +30,8 @@ enum RunOptions {
     /// Builds a configuration from parsed options.
     static func configuration(_ o: ParsedOptions) throws(BatonError) -> RunConfiguration {
         var c = RunConfiguration()
-        for text in o.all("listen") { c.listen.append(try ListenAddress(parsing: text)) }
+        for text in o.all("listen") { c.listen.append(ListenSpec(try ListenAddress(parsing: text))) }
+        c.handover = o.has("handover")
         if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
         if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }
         c.statusFile = o.last("status-file")
@@ -56,6 +59,9 @@ enum RunOptions {
         if let v = o.last("drain-timeout") { p.drainTimeout = try OptionParsing.duration(v, option: "--drain-timeout") }
         if let v = o.last("signal-on-hup") { p.signalOnHup = try OptionParsing.signal(v, option: "--signal-on-hup") }
         if let v = o.last("signal-on-term") { p.signalOnTerm = try OptionParsing.signal(v, option: "--signal-on-term") }
+        if c.handover {
+            p.doorDelay = try o.last("handover-delay").map { (v: String) throws(BatonError) in try OptionParsing.duration(v, option: "--handover-delay") } ?? .milliseconds(100)
+        }
         c.policy = p
         c.command = o.rest
         return c

@@ -68,7 +68,7 @@ func start(_ o: ParsedOptions, json: Bool, quiet: Bool = false) throws(BatonErro
     let rc = withCStrings(["baton"] + daemonArgs) { argv in
         withCStrings(env) { envp in
             fds.withUnsafeBufferPointer { f in
-                stdio.withUnsafeBufferPointer { s in baton_spawn(&pid, "/proc/self/exe", argv, envp, f.baseAddress, 1, s.baseAddress, 0, 1) }
+                stdio.withUnsafeBufferPointer { s in baton_spawn(&pid, "/proc/self/exe", argv, envp, f.baseAddress, nil, 1, s.baseAddress, 0, 1) }
             }
         }
     }

@@ -83,7 +83,7 @@ final class Child: @unchecked Sendable {
             envList.withUnsafeBufferPointer { e in
                 stdio.withUnsafeBufferPointer { s in
                     fds.withUnsafeBufferPointer { f in
-                        baton_spawn(&pid, path, a.baseAddress!, e.baseAddress!, f.baseAddress, Int32(fds.count), s.baseAddress, 1, 0)
+                        baton_spawn(&pid, path, a.baseAddress!, e.baseAddress!, f.baseAddress, nil, Int32(fds.count), s.baseAddress, 1, 0)
                     }
                 }
             }

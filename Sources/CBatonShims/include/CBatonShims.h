@@ -8,12 +8,13 @@
 #include <signal.h>
 
 /// Spawns `path` with `argv`/`envp`. The child gets `fds[i]` at descriptor
-/// `3 + i` (without FD_CLOEXEC), stdin/stdout/stderr from `stdio_fds` (-1 keeps
-/// the parent's), no other descriptor, an empty signal mask and default
+/// `targets[i]` (`3 + i` when `targets` is NULL), without FD_CLOEXEC;
+/// stdin/stdout/stderr from `stdio_fds` (-1 keeps the parent's); no other
+/// descriptor above the highest target; an empty signal mask and default
 /// signal dispositions. `new_pgroup` puts it in a process group of its own,
 /// `new_session` in a session of its own. Returns 0 and sets `*pid`, or an errno.
 int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
-                const int *fds, int nfds, const int stdio_fds[3],
+                const int *fds, const int *targets, int nfds, const int stdio_fds[3],
                 int new_pgroup, int new_session);
 
 /// Marks this process a child subreaper (PR_SET_CHILD_SUBREAPER).
