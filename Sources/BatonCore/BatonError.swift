@@ -51,4 +51,12 @@ public struct BatonError: Error, CustomStringConvertible, Sendable {
     public var exitCode: Int32 { code.exitCode }
 
     public var description: String { message }
+
+    /// The error as a final answer of the control protocol.
+    public var resultJSON: JSON {
+        .object([
+            "v": .number(1), "type": .string("result"), "ok": .bool(false), "code": .string(code.name),
+            "exit": .number(Double(exitCode)), "message": .string(message),
+        ])
+    }
 }

@@ -21,6 +21,11 @@ public final class PidFile {
         case stale(pid: Int32?)
     }
 
+    /// The control socket that goes with a pid file: `app.pid` → `app.control`.
+    public static func defaultControlPath(for pidFile: String) -> String {
+        (pidFile.hasSuffix(".pid") ? String(pidFile.dropLast(4)) : pidFile) + ".control"
+    }
+
     /// Looks at `path` without changing anything.
     public static func inspect(_ path: String) -> Holder {
         let fd = baton_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0)
@@ -100,9 +105,11 @@ public struct StatusFile: Sendable {
         self.path = Sys.absolute(path)
     }
 
-    /// Rewrites it for `generations`.
+    /// Rewrites it for `generations`. As Server::Starter's, it lists the
+    /// generations that are up: not those still starting or that failed.
     public func write(_ generations: [Generation]) {
-        let text = generations.sorted { $0.number < $1.number }.map { "\($0.number):\($0.pid)\n" }.joined()
+        let text = generations.filter { $0.phase != .starting && $0.phase != .failing }
+            .sorted { $0.number < $1.number }.map { "\($0.number):\($0.pid)\n" }.joined()
         do { try Sys.writeFileAtomically(path, text) } catch { Log.warning(error.message) }
     }
 

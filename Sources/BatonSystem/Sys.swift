@@ -183,7 +183,8 @@ public enum Sys {
 }
 
 extension String {
-    func trimmingSuffix(while predicate: (Character) -> Bool) -> String {
+    /// The string without the trailing characters that match `predicate`.
+    public func trimmingSuffix(while predicate: (Character) -> Bool) -> String {
         var s = Substring(self)
         while let last = s.last, predicate(last) { s = s.dropLast() }
         return String(s)

@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -178,6 +179,18 @@ int baton_flock_timeout(int fd, long long timeout_ms) {
     sigaction(SIGALRM, &old, NULL);
     errno = saved;
     return rc;
+}
+
+int baton_inotify_watch(const char *dir) {
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd < 0) return -1;
+    if (inotify_add_watch(fd, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
 }
 
 long long baton_peer_uid(int fd) {

@@ -29,12 +29,7 @@ func report(_ result: JSON, json: Bool, prefix: String = "baton") -> Int32 {
     return code
 }
 
-func errorResult(_ e: BatonError) -> JSON {
-    .object([
-        "v": .number(1), "type": .string("result"), "ok": .bool(false), "code": .string(e.code.name),
-        "exit": .number(Double(e.exitCode)), "message": .string(e.message),
-    ])
-}
+func errorResult(_ e: BatonError) -> JSON { e.resultJSON }
 
 /// The last `count` lines of a file.
 func tail(_ path: String, lines count: Int) -> [String] {

@@ -12,7 +12,7 @@ struct Locations {
     static let specs: [OptionSpec] = [
         OptionSpec("name", value: "NAME", "derive the pid file, control socket and log file from NAME under the run directory"),
         OptionSpec("pid-file", value: "PATH", "the supervisor's pid file"),
-        OptionSpec("control", value: "PATH", "the control socket (default: next to the pid file, NAME.sock)"),
+        OptionSpec("control", value: "PATH", "the control socket (default: next to the pid file, app.pid -> app.control)"),
         OptionSpec("log-file", value: "PATH", "the daemon's log (default: next to the pid file, NAME.log)"),
     ]
 
@@ -48,7 +48,7 @@ struct Locations {
         if let l = o.last("log-file") { logFile = Sys.absolute(l) }
         if let p = pidFile {
             let stem = p.hasSuffix(".pid") ? String(p.dropLast(4)) : p
-            if control == nil { control = stem + ".sock" }
+            if control == nil { control = PidFile.defaultControlPath(for: p) }
             if logFile == nil { logFile = stem + ".log" }
         }
     }

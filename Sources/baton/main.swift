@@ -48,16 +48,7 @@ let runHelp = """
 
 func runCommand(_ args: [String]) -> Never {
     // Started by 'baton start': report the first generation's outcome on this pipe.
-    var reportFD: Int32?
-    if let text = Sys.getenv("BATON_START_REPORT_FD"), let fd = Int32(text) {
-        _ = baton_fcntl_setfd(fd, FD_CLOEXEC)
-        reportFD = fd
-        unsetenv("BATON_START_REPORT_FD")
-        let mask = Sys.getenv("BATON_UMASK").flatMap { mode_t($0) } ?? 0o022
-        unsetenv("BATON_UMASK")
-        umask(mask)
-        _ = chdir("/")
-    }
+    let reportFD = Daemon.adoptReportPipe()
     do throws(BatonError) {
         let parsed = try ParsedOptions(args, specs: runSpecs, command: "baton run")
         if parsed.has("help") {

@@ -78,7 +78,7 @@ struct Daemon {
         let stop = d.run("stop")
         #expect(stop.code == 0, "\(stop.output)")
         #expect(eventually(5) { isGone(daemon) })
-        for file in ["app.pid", "app.sock"] {
+        for file in ["app.pid", "app.control"] {
             #expect(!FileManager.default.fileExists(atPath: s.path + "/" + file), "\(file) left behind")
         }
         #expect(d.run("status").code == 3)
@@ -90,7 +90,7 @@ struct Daemon {
         let s = Scratch()
         let d = Daemon(s: s)
         func clean() -> Bool {
-            !FileManager.default.fileExists(atPath: d.pidFile) && !FileManager.default.fileExists(atPath: s.path + "/app.sock")
+            !FileManager.default.fileExists(atPath: d.pidFile) && !FileManager.default.fileExists(atPath: s.path + "/app.control")
         }
         let crash = d.start(app: ["--crash-at-boot"])
         #expect(crash.code == 10, "\(crash.output)")
@@ -211,7 +211,7 @@ struct Daemon {
         #expect(denied.wait() == 1)
         #expect(denied.log.contains("permission denied"), "\(denied.log)")
         // ...and even with the file opened up, the supervisor checks the peer's uid.
-        chmod(s.path + "/app.sock", 0o666)
+        chmod(s.path + "/app.control", 0o666)
         let refused = Child(asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody2.log", cwd: "/")
         #expect(refused.wait() == 1)
         #expect(refused.log.contains("only uid 0 may control"), "\(refused.log)")

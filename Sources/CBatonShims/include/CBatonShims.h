@@ -74,6 +74,10 @@ int baton_wtermsig(int status);
 /// (EINTR: the deadline passed).
 int baton_flock_timeout(int fd, long long timeout_ms);
 
+/// An inotify descriptor (close-on-exec, non-blocking) watching `dir` for
+/// files created, moved in or written; -1 on error.
+int baton_inotify_watch(const char *dir);
+
 /// The uid of the process at the other end of a unix socket, or -1.
 long long baton_peer_uid(int fd);
 
