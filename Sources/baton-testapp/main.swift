@@ -27,14 +27,14 @@ nonisolated(unsafe) var wakeFD: Int32 = -1
 let inheritedFDs: String = {
     var fds: [Int] = []
     if let dir = opendir("/proc/self/fd") {
+        let own = Int(dirfd(dir))
         while let e = readdir(dir) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let n = Int(name) { fds.append(n) }
+            if let n = Int(name), n != own { fds.append(n) }
         }
         closedir(dir)
     }
-    // The last one is the directory stream itself.
-    return fds.sorted().dropLast().map(String.init).joined(separator: ",")
+    return fds.sorted().map(String.init).joined(separator: ",")
 }()
 let inflight = Atomic<Int>(0)
 

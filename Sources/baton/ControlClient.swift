@@ -33,9 +33,9 @@ struct ControlClient {
     /// to `onLine` first. Returns the final line, or an error.
     func exchange(_ request: JSON, deadline: Instant?, onLine: (JSON) -> Void) -> Result<JSON, BatonError> {
         defer { close(fd) }
-        guard Sys.writeAll(fd, (request.text + "\n").utf8) else {
-            return .failure(BatonError(.failure, "cannot write to \(path): \(Sys.describe(errno: errno))", errno: errno))
-        }
+        // If the write fails, the supervisor may have said why before hanging up: read on.
+        let written = Sys.writeAll(fd, (request.text + "\n").utf8)
+        let writeError = errno
         var buffer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -67,6 +67,9 @@ struct ControlClient {
                 return .failure(BatonError(.failure, "read: \(Sys.describe(errno: errno))", errno: errno))
             }
             if n == 0 {
+                if !written {
+                    return .failure(BatonError(.failure, "cannot write to \(path): \(Sys.describe(errno: writeError))", errno: writeError))
+                }
                 return .failure(BatonError(.failure, "the supervisor closed the control connection without an answer"))
             }
             buffer += chunk[0..<n]

@@ -91,6 +91,8 @@ func runClient(_ body: ([String]) throws(BatonError) -> Int32, _ args: [String])
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "__exec" { execHelper(Array(arguments.dropFirst())) }
 Log.setProgram("baton")
+// A supervisor that hangs up on us is an answer, not a reason to die.
+signal(SIGPIPE, SIG_IGN)
 let rest = Array(arguments.dropFirst())
 switch arguments.first {
 case "run": runCommand(rest)

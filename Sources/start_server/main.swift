@@ -288,6 +288,7 @@ func stopServer() -> Never {
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "__exec" { execHelper(Array(arguments.dropFirst())) }
 Log.setProgram("start_server")
+signal(SIGPIPE, SIG_IGN)
 let reportFD = Daemon.adoptReportPipe()
 do {
     try parse(arguments)

@@ -1,0 +1,174 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A free TCP port on 127.0.0.1 (bound and closed at once).
+func freePort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return UInt16(bigEndian: addr.sin_port)
+}
+
+extension Binaries {
+    static var startServer: String { directory + "/start_server" }
+}
+
+/// Server::Starter's documented behaviour, option by option, on our start_server.
+@Suite(.serialized) struct StartServerTests {
+    func startServer(_ s: Scratch, _ args: [String], app: [String] = []) -> Child {
+        Child(Binaries.startServer, args + ["--", Binaries.testapp] + app, log: s.path + "/ss-\(UUID().uuidString.prefix(6)).log", cwd: s.path)
+    }
+
+    func run(_ s: Scratch, _ args: [String]) -> (code: Int32?, output: String) {
+        let c = Child(Binaries.startServer, args, log: s.path + "/cmd-\(UUID().uuidString.prefix(6)).log", cwd: s.path)
+        let code = c.wait(60)
+        return (code, c.log)
+    }
+
+    @Test func portFormsAndTheEnvironment() throws {
+        let s = Scratch()
+        let (a, b, c) = (freePort(), freePort(), freePort())
+        let sock = s.path + "/app.sock"
+        let ss = startServer(s, ["--port=\(a)", "--port", "127.0.0.1:\(b)", "--port=[::1]:\(c)", "--path=\(sock)", "--interval=0"])
+        #expect(eventually(10) { ss.log.contains(" serving") }, "\(ss.log)")
+        let env = try #require(body(httpGet(port: a, path: "/env")))
+        #expect(env.contains("SERVER_STARTER_PORT=\(a)=3;127.0.0.1:\(b)=4;[::1]:\(c)=5;\(sock)=6\n"), "\(env)")
+        #expect(env.contains("LISTEN_FDS=4\n"))
+        #expect(body(httpGet(port: c, host: "::1")) != nil)
+        #expect(body(httpGet(unixPath: sock)) != nil)
+        ss.signal(SIGTERM)
+        #expect(ss.wait() == 0)
+    }
+
+    @Test func aPinnedDescriptorNumber() throws {
+        let s = Scratch()
+        let p = freePort()
+        let ss = startServer(s, ["--port=127.0.0.1:\(p)=5", "--interval=0"])
+        #expect(eventually(10) { ss.log.contains(" serving") }, "\(ss.log)")
+        let env = try #require(body(httpGet(port: p, path: "/env")))
+        #expect(env.contains("SERVER_STARTER_PORT=127.0.0.1:\(p)=5\n"), "\(env)")
+        #expect(env.contains("fds=0,1,2,5\n"), "\(env)")
+        #expect(env.contains("LISTEN_FDS=\n"), "not at 3, 4, ...: no LISTEN_FDS")
+        ss.signal(SIGTERM)
+        #expect(ss.wait() == 0)
+    }
+
+    @Test func statusFilePidFileRestartAndStop() throws {
+        let s = Scratch()
+        let p = freePort()
+        let pid = s.path + "/p", status = s.path + "/st"
+        let ss = startServer(s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.3"])
+        #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
+        let app1 = try #require(pidIn(body(httpGet(port: p))))
+        #expect((try? String(contentsOfFile: status, encoding: .utf8)) == "1:\(app1)\n")
+        #expect((try? String(contentsOfFile: pid, encoding: .utf8)) == "\(ss.pid)\n")
+        let load = Load(port: p, clients: 4)
+        let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)"])
+        #expect(restart.code == 0, "\(restart.output)")
+        let app2 = try #require(pidIn(body(httpGet(port: p))))
+        #expect((try? String(contentsOfFile: status, encoding: .utf8)) == "2:\(app2)\n")
+        #expect(load.stop().failed == 0)
+        let stop = run(s, ["--stop", "--pid-file=\(pid)"])
+        #expect(stop.code == 0)
+        #expect(stop.output.contains("stopping now (pid:\(ss.pid))"))
+        #expect(ss.wait() == 0)
+        #expect(!FileManager.default.fileExists(atPath: pid))
+        #expect(!FileManager.default.fileExists(atPath: status))
+    }
+
+    @Test func restartOfAFailingReleaseReturnsInsteadOfHanging() throws {
+        let s = Scratch()
+        s.release("good")
+        s.release("broken", args: "--crash-at-boot")
+        s.point(to: "good")
+        let p = freePort()
+        let pid = s.path + "/p", status = s.path + "/st"
+        let ss = startServer(
+            s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.2", "--max-attempts=3", "--dir=\(s.path)/current"])
+        #expect(eventually(10) { ss.log.contains(" serving") })
+        s.point(to: "broken")
+        let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)"])
+        #expect(restart.code == 6, "\(restart.output)")
+        #expect(restart.output.contains("gave up after 3 tries"), "\(restart.output)")
+        #expect(body(httpGet(port: p))?.hasPrefix("good gen=1") == true)
+        ss.signal(SIGTERM)
+        #expect(ss.wait() == 0)
+    }
+
+    @Test func restartAgainstPerlsStartServerJudgesANewerGeneration() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/start_server") else { return }
+        let s = Scratch()
+        let p = freePort()
+        let pid = s.path + "/p", status = s.path + "/st"
+        let perl = Child(
+            "/usr/bin/start_server", ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--", Binaries.testapp],
+            log: s.path + "/perl.log", cwd: s.path)
+        #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
+        let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)", "--restart-timeout=20s"])
+        #expect(restart.code == 0, "\(restart.output)")
+        #expect((try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("2:") == true)
+        perl.signal(SIGTERM)
+        #expect(perl.wait() == 0)
+    }
+
+    @Test func anAppThatNeverStartsIsGivenUpOn() {
+        let s = Scratch()
+        let ss = startServer(s, ["--port=127.0.0.1:\(freePort())", "--interval=0.1", "--max-attempts=3"], app: ["--crash-at-boot"])
+        let code = ss.wait(20)
+        #expect(code == 10, "\(ss.log)")
+        #expect(ss.log.contains("gave up after 3 tries"))
+        #expect(ss.lines("spawned").count == 3)
+    }
+
+    @Test func envdirLogPipeAndAutoRestart() throws {
+        let s = Scratch()
+        let envdir = s.path + "/env"
+        try FileManager.default.createDirectory(atPath: envdir, withIntermediateDirectories: true)
+        try "from the envdir  \nsecond line\n".write(toFile: envdir + "/FROM_ENVDIR", atomically: true, encoding: .utf8)
+        let p = freePort()
+        let piped = s.path + "/piped.log"
+        let ss = startServer(
+            s, ["--port=127.0.0.1:\(p)", "--interval=0", "--envdir=\(envdir)", "--log-file=| cat > \(piped)", "--enable-auto-restart",
+                "--auto-restart-interval=1", "--kill-old-delay=0"])
+        #expect(eventually(10) { body(httpGet(port: p)) != nil })
+        let env = try #require(body(httpGet(port: p, path: "/env")))
+        #expect(env.contains("FROM_ENVDIR=from the envdir  \n"), "Server::Starter keeps the first line as is: \(env)")
+        #expect(eventually(10) { body(httpGet(port: p))?.contains("gen=2") == true }, "auto-restart")
+        #expect(eventually(5) { ((try? String(contentsOfFile: piped, encoding: .utf8)) ?? "").contains("auto-restart") })
+        ss.signal(SIGTERM)
+        #expect(ss.wait() == 0)
+    }
+
+    @Test func daemonizeReturnsOnceReady() throws {
+        let s = Scratch()
+        let p = freePort()
+        let pid = s.path + "/p"
+        let log = s.path + "/daemon.log"
+        let r = run(s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:\(p)", "--interval=0.2", "--", Binaries.testapp])
+        #expect(r.code == 0, "\(r.output)")
+        #expect(body(httpGet(port: p)) != nil)
+        #expect(run(s, ["--stop", "--pid-file=\(pid)"]).code == 0)
+        #expect(!FileManager.default.fileExists(atPath: pid))
+    }
+
+    @Test func usageAndExitCodes() {
+        let s = Scratch()
+        #expect(run(s, ["--frobnicate", "--", "true"]).code == 1)
+        let ambiguous = run(s, ["--st", "--", "true"])
+        #expect(ambiguous.code == 1 && ambiguous.output.contains("ambiguous"))
+        #expect(run(s, ["--port=8080"]).output.contains("server program not specified"))
+        #expect(run(s, ["--port=8080"]).code == 255)
+        #expect(run(s, ["--daemonize", "--", "true"]).code == 255)
+        #expect(run(s, ["--interval=soon", "--", "true"]).code == 1)
+        #expect(run(s, ["--port=u443", "--", "true"]).code == 1)
+        let version = run(s, ["--version"])
+        #expect(version.code == 0 && version.output == "0.35\n")
+        #expect(run(s, ["--help"]).output.contains("--signal-on-hup"))
+        #expect(run(s, ["--restart", "--pid-file=/nonexistent"]).code == 255)
+    }
+}
