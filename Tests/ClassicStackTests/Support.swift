@@ -466,3 +466,39 @@ final class Wrk: @unchecked Sendable {
         return WrkResult(parsing: child.log)
     }
 }
+
+/// A `baton run` of the test app (or any command), in the foreground.
+final class BatonRun: @unchecked Sendable {
+    let child: Child
+    let pidFile: String
+
+    init(_ scratch: Scratch, listen: [String], options: [String] = [], command: [String]) {
+        pidFile = scratch.file("baton.pid")
+        var args = ["run", "--pid-file", pidFile]
+        for l in listen { args += ["--listen", l] }
+        args += options + ["--"] + command
+        child = Child(Paths.baton, args, log: scratch.file("baton.log"), cwd: scratch.path)
+    }
+
+    var log: String { child.log }
+
+    /// Waits until generation `n` serves (its log line).
+    func waitServing(_ n: Int, _ seconds: Double = 20) -> Bool {
+        eventually(seconds) {
+            !child.lines("gen \(n) pid").filter { $0.hasSuffix(" serving") || $0.contains(" serving;") }.isEmpty
+        }
+    }
+
+    func count(_ text: String) -> Int { child.lines(text).count }
+
+    func hup() { child.signal(SIGHUP) }
+
+    /// `baton deploy` against this supervisor: its exit status and output.
+    func deploy(release: String, current: String, command: [String]) -> (status: Int32, output: String) {
+        let args = ["deploy", "--pid-file", pidFile, "--release", release, "--current", current, "--timeout", "60s", "--"] + command
+        return run(Paths.baton, args, timeout: 90)
+    }
+
+    @discardableResult
+    func stop() -> Int32? { child.stop(SIGTERM, grace: 20) }
+}
