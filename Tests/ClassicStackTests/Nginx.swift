@@ -10,8 +10,9 @@ final class Nginx: @unchecked Sendable {
     let port: UInt16
     let errorLog: String
 
-    /// `upstream` replaces the example's `127.0.0.1:8080` (`127.0.0.1:PORT` or `unix:/path`).
-    init(_ scratch: Scratch, upstream: String, port: UInt16 = freePort()) throws {
+    /// `upstream` replaces the example's `127.0.0.1:8080` (`127.0.0.1:PORT` or `unix:/path`);
+    /// `name` is its directory under the scratch directory; `network` runs it there.
+    init(_ scratch: Scratch, upstream: String, port: UInt16 = freePort(), name: String = "nginx", network: PrivateNetwork? = nil) throws {
         self.port = port
         let example = try String(contentsOfFile: Paths.examples + "/nginx/myapp.conf", encoding: .utf8)
         for marked in ["server 127.0.0.1:8080;", "listen 80;"] {
@@ -20,13 +21,13 @@ final class Nginx: @unchecked Sendable {
         let site = example
             .replacingOccurrences(of: "server 127.0.0.1:8080;", with: "server \(upstream);")
             .replacingOccurrences(of: "listen 80;", with: "listen 127.0.0.1:\(port);")
-        let dir = scratch.file("nginx")
+        let dir = scratch.file(name)
         try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
-        scratch.write("nginx/myapp.conf", site)
+        scratch.write("\(name)/myapp.conf", site)
         errorLog = dir + "/error.log"
         // The harness: everything nginx writes stays in the scratch directory.
         scratch.write(
-            "nginx/nginx.conf",
+            "\(name)/nginx.conf",
             """
             worker_processes 2;
             pid \(dir)/nginx.pid;
@@ -43,11 +44,12 @@ final class Nginx: @unchecked Sendable {
             }
 
             """)
-        child = Child(
-            Tools.nginx!, ["-p", dir, "-e", errorLog, "-c", dir + "/nginx.conf", "-g", "daemon off;"],
-            log: dir + "/stderr.log")
-        try #require(eventually(10) { if case .success(let fd) = connectTo(.tcp(port)) { close(fd); return true }; return false },
-            "nginx did not start: \(child.log)")
+        let command = (network?.prefix ?? []) + [Tools.nginx!, "-p", dir, "-e", errorLog, "-c", dir + "/nginx.conf", "-g", "daemon off;"]
+        child = Child(command[0], Array(command.dropFirst()), log: dir + "/stderr.log")
+        let listening: @Sendable () -> Bool = {
+            eventually(10) { if case .success(let fd) = connectTo(.tcp(port)) { close(fd); return true }; return false }
+        }
+        try #require(network?.perform(listening) ?? listening(), "nginx did not start: \(child.log)")
     }
 
     /// Lines of nginx's error log containing `text`.
