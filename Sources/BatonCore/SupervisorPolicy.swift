@@ -66,11 +66,60 @@ public struct SupervisorPolicy: Sendable, Equatable {
     /// listeners and sending its signal, so that its workers see the door
     /// closed (accept fails) before they are asked to finish.
     public var doorDelay: Duration = .zero
+    /// Probe each new generation before it counts as ready (and, with
+    /// `every`, while it serves).
+    public var health: HealthCheck?
     /// Restart by itself this often (Server::Starter's `--enable-auto-restart`).
     public var autoRestartInterval: Duration?
 
     /// The default policy.
     public init() {}
+}
+
+/// A health probe of exactly one generation, over a private listener only
+/// the supervisor connects to.
+public struct HealthCheck: Sendable, Equatable {
+    /// The path to GET, such as `/health`.
+    public var path: String
+    /// One probe's deadline.
+    public var timeout: Duration = .seconds(2)
+    /// The wait between probes while a generation comes up.
+    public var interval: Duration = .milliseconds(200)
+    /// The statuses that pass.
+    public var expected: ClosedRange<Int> = 200...299
+    /// While a generation serves, probe it this often (nil: never).
+    public var every: Duration?
+    /// Failed probes in a row that make a serving generation be replaced.
+    public var failuresBeforeRestart = 3
+
+    /// A probe of `path` with the default settings.
+    public init(path: String) {
+        self.path = path
+    }
+}
+
+/// What one probe found.
+public struct ProbeResult: Sendable, Equatable, CustomStringConvertible {
+    /// The HTTP status, if an answer came.
+    public var status: Int?
+    /// The status line's reason and the body's first line, or what went wrong.
+    public var detail: String
+    /// How long it took.
+    public var latency: Duration
+    /// True when the status was expected.
+    public var passed: Bool
+
+    /// A result.
+    public init(status: Int?, detail: String, latency: Duration, passed: Bool) {
+        self.status = status
+        self.detail = detail
+        self.latency = latency
+        self.passed = passed
+    }
+
+    public var description: String {
+        (status.map { "\($0) " } ?? "") + detail + " (\(latency.humanDescription))"
+    }
 }
 
 /// One message received on the notify socket (`KEY=VALUE` lines, sd_notify style).

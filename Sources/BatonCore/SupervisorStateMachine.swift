@@ -12,6 +12,8 @@ public struct Generation: Sendable, Equatable {
     public enum Phase: String, Sendable, Equatable {
         /// Spawned, not ready yet.
         case starting
+        /// Said it is ready; its health probe has not passed yet.
+        case probing
         /// Ready, waiting out `--settle` (and `--kill-old-delay`) before it takes over.
         case settling
         /// The generation that serves.
@@ -50,6 +52,12 @@ public struct Generation: Sendable, Equatable {
     public internal(set) var signalAt: Instant?
     /// The last `STATUS=` it sent.
     public internal(set) var status: String?
+    /// The last health probe's result.
+    public internal(set) var lastProbe: ProbeResult?
+    /// When the next probe is due (none while one is under way).
+    public internal(set) var probeDueAt: Instant?
+    /// Failed probes in a row while serving.
+    public internal(set) var probeFailures = 0
 }
 
 /// Why an attempt to bring up a generation was made.
@@ -112,6 +120,8 @@ public enum SupervisorAction: Sendable, Equatable {
     case closeDoor(generation: Int)
     /// This generation is gone: release its own listeners (hand-over mode).
     case releaseSockets(generation: Int)
+    /// Probe this generation's health; feed back `.probeFinished`.
+    case probe(generation: Int)
     /// Send a signal to a whole process group.
     case signalGroup(pgid: Int32, signal: Int32)
     /// Log this and pass it to progress listeners.
@@ -140,6 +150,8 @@ public enum SupervisorEvent: Sendable, Equatable {
     case notified(pid: Int32, message: NotifyMessage)
     /// A child process exited (the shell has not reaped it yet).
     case childExited(pid: Int32, status: ExitStatus)
+    /// A health probe finished.
+    case probeFinished(generation: Int, result: ProbeResult)
     /// Time passed: handle every deadline up to now.
     case tick
 }
@@ -226,7 +238,7 @@ public struct SupervisorStateMachine: Sendable {
         if let r = retry?.at, next == nil || r < next! { next = r }
         if let a = autoRestartDeadline, next == nil || a < next! { next = a }
         for g in generations {
-            for d in [g.deadline, g.aliveReadyAt, g.signalAt].compactMap({ $0 }) where next == nil || d < next! {
+            for d in [g.deadline, g.aliveReadyAt, g.signalAt, g.probeDueAt].compactMap({ $0 }) where next == nil || d < next! {
                 next = d
             }
         }
@@ -264,6 +276,8 @@ public struct SupervisorStateMachine: Sendable {
             notified(pid: pid, message: message, now: now, &out)
         case .childExited(let pid, let status):
             childExited(pid: pid, status: status, now: now, &out)
+        case .probeFinished(let number, let result):
+            probeFinished(number, result, now: now, &out)
         case .tick:
             tick(now: now, &out)
         }
@@ -331,9 +345,10 @@ public struct SupervisorStateMachine: Sendable {
         attempt = nil
         for i in generations.indices {
             switch generations[i].phase {
-            case .starting, .settling, .serving:
+            case .starting, .probing, .settling, .serving:
                 generations[i].phase = .draining
                 generations[i].aliveReadyAt = nil
+                generations[i].probeDueAt = nil
                 generations[i].signalledAt = now
                 generations[i].deadline = policy.drainTimeout.map { now + $0 }
                 out.append(.signal(pid: generations[i].pid, signal: policy.signalOnTerm))
@@ -409,6 +424,23 @@ public struct SupervisorStateMachine: Sendable {
     }
 
     private mutating func becameReady(at i: Int, via: String, now: Instant, _ out: inout [SupervisorAction]) {
+        if let health = policy.health, generations[i].phase == .starting {
+            generations[i].phase = .probing
+            generations[i].aliveReadyAt = nil
+            generations[i].probeDueAt = now
+            let g = generations[i]
+            out.append(
+                .report(
+                    Report(
+                        kind: .notified, generation: g.number, pid: g.pid,
+                        message: "says it is ready (\(via)) after \((now - g.spawnedAt).humanDescription); probing GET \(health.path)")))
+            return
+        }
+        markReady(at: i, via: via, now: now, &out)
+    }
+
+    /// Ready: reported, then settling (or serving at once).
+    private mutating func markReady(at i: Int, via: String, now: Instant, _ out: inout [SupervisorAction]) {
         generations[i].readyAt = now
         generations[i].aliveReadyAt = nil
         let g = generations[i]
@@ -431,6 +463,8 @@ public struct SupervisorStateMachine: Sendable {
         generations[i].phase = .serving
         generations[i].deadline = nil
         generations[i].servingSince = now
+        generations[i].probeFailures = 0
+        generations[i].probeDueAt = policy.health?.every.map { now + $0 }
         let g = generations[i]
         let retiring = generations.indices.filter { generations[$0].phase == .serving && $0 != i }
         out.append(
@@ -458,6 +492,7 @@ public struct SupervisorStateMachine: Sendable {
     private mutating func stopGeneration(
         at i: Int, signal: Int32, why: String, now: Instant, _ out: inout [SupervisorAction]
     ) {
+        generations[i].probeDueAt = nil
         generations[i].phase = .draining
         generations[i].aliveReadyAt = nil
         if why == "retire" {
@@ -539,6 +574,60 @@ public struct SupervisorStateMachine: Sendable {
         backoff = min(backoff * 2, policy.backoffMax)
     }
 
+    // MARK: - Health probes
+
+    private mutating func probeFinished(_ number: Int, _ result: ProbeResult, now: Instant, _ out: inout [SupervisorAction]) {
+        guard let health = policy.health, let i = generations.firstIndex(where: { $0.number == number }) else { return }
+        let previous = generations[i].lastProbe
+        generations[i].lastProbe = result
+        let g = generations[i]
+        switch g.phase {
+        case .probing:
+            if result.passed {
+                out.append(
+                    .report(
+                        Report(
+                            kind: .notified, generation: number, pid: g.pid, message: "health probe passed: \(result)", elapsed: result.latency)))
+                markReady(at: i, via: "health probe", now: now, &out)
+            } else {
+                // Each new answer is told once; the same one again is not.
+                if previous?.status != result.status || previous?.detail != result.detail {
+                    out.append(
+                        .report(
+                            Report(
+                                kind: .notified, generation: number, pid: g.pid,
+                                message: "health probe failed: \(result); trying again every \(health.interval.humanDescription)")))
+                }
+                generations[i].probeDueAt = now + health.interval
+            }
+        case .serving:
+            if result.passed {
+                generations[i].probeFailures = 0
+            } else {
+                generations[i].probeFailures += 1
+                out.append(
+                    .report(
+                        Report(
+                            kind: .notified, generation: number, pid: g.pid,
+                            message: "health probe failed (\(generations[i].probeFailures) of \(health.failuresBeforeRestart)): \(result)")))
+                if generations[i].probeFailures >= health.failuresBeforeRestart, phase == .running, attempt == nil, retry == nil {
+                    generations[i].probeFailures = 0
+                    out.append(
+                        .report(
+                            Report(
+                                kind: .crashed, generation: number, pid: g.pid,
+                                message: "unhealthy: \(health.failuresBeforeRestart) failed probes in a row; starting a new generation")))
+                    beginAttempt(.respawn, requests: [], now: now, &out)
+                }
+            }
+            if let i = generations.firstIndex(where: { $0.number == number }), generations[i].phase == .serving {
+                generations[i].probeDueAt = health.every.map { now + $0 }
+            }
+        default:
+            break
+        }
+    }
+
     // MARK: - Exits and deadlines
 
     private mutating func childExited(pid: Int32, status: ExitStatus, now: Instant, _ out: inout [SupervisorAction]) {
@@ -549,8 +638,9 @@ public struct SupervisorStateMachine: Sendable {
         out.append(.releaseSockets(generation: g.number))
         out.append(.generationsChanged)
         switch g.phase {
-        case .starting, .settling:
-            let when = g.phase == .starting ? "before it was ready" : "while settling"
+        case .starting, .probing, .settling:
+            var when = g.phase == .settling ? "while settling" : "before it was ready"
+            if g.phase == .probing, let last = g.lastProbe { when += " (last health probe: \(last))" }
             let reason = "exited with \(status) \(when), after \((now - g.spawnedAt).humanDescription)"
             out.append(.report(Report(kind: .failed, generation: g.number, pid: pid, message: reason, elapsed: now - g.spawnedAt)))
             attemptFailed(g.number, reason: reason, now: now, &out)
@@ -597,6 +687,20 @@ public struct SupervisorStateMachine: Sendable {
                     out.append(.report(Report(kind: .failed, generation: g.number, pid: g.pid, message: reason)))
                     attemptFailed(g.number, reason: reason, now: now, &out)
                 }
+            case .probing:
+                if let d = g.deadline, d <= now {
+                    generations[i].phase = .failing
+                    generations[i].probeDueAt = nil
+                    generations[i].deadline = now + policy.failedStopGrace
+                    let last = g.lastProbe.map { "last health probe: \($0)" } ?? "no health probe answered"
+                    let reason = "not healthy after \(policy.readyTimeout.humanDescription) (\(last)): stopped"
+                    out.append(.signalGroup(pgid: g.pid, signal: SIGTERM))
+                    out.append(.report(Report(kind: .failed, generation: g.number, pid: g.pid, message: reason)))
+                    attemptFailed(g.number, reason: reason, now: now, &out)
+                } else if let due = g.probeDueAt, due <= now {
+                    generations[i].probeDueAt = nil
+                    out.append(.probe(generation: g.number))
+                }
             case .settling:
                 if let d = g.deadline, d <= now { promote(at: i, now: now, &out) }
             case .draining, .failing:
@@ -614,7 +718,12 @@ public struct SupervisorStateMachine: Sendable {
                                 message: "still running \(waited.humanDescription) after its signal: sent SIGKILL to its process group"
                             )))
                 }
-            case .serving, .killed:
+            case .serving:
+                if let due = g.probeDueAt, due <= now {
+                    generations[i].probeDueAt = nil
+                    out.append(.probe(generation: g.number))
+                }
+            case .killed:
                 break
             }
             i += 1

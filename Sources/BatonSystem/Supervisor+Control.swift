@@ -285,6 +285,11 @@ extension Supervisor {
             ]
             if let s = g.status { o["status"] = .string(s) }
             if let r = g.readyAt { o["ready_ms"] = ms(r - g.spawnedAt) }
+            if let p = g.lastProbe {
+                var probe: [String: JSON] = ["passed": .bool(p.passed), "detail": .string(p.detail), "latency_ms": .number(Double(p.latency.nanosecondsClamped) / 1e6)]
+                if let status = p.status { probe["status"] = .number(Double(status)) }
+                o["last_probe"] = .object(probe)
+            }
             return .object(o)
         }
         var o: [String: JSON] = [

@@ -17,6 +17,10 @@ public final class Supervisor {
     /// Hand-over mode: a socket set whose generation is gone while no other
     /// holds one; kept open (its queue waits) and given to the next generation.
     var spareSockets: [Listener]?
+    /// Each generation's private health-probe listener.
+    var healthSockets: [Int: Listener] = [:]
+    /// Health probes under way, by descriptor.
+    var probes: [Int32: HealthProbe] = [:]
     var pidFile: PidFile?
     let statusFile: StatusFile?
     var spawner: Spawner?
@@ -157,7 +161,8 @@ public final class Supervisor {
         var tokens = [UInt64](repeating: 0, count: 16)
         while exitCode == nil {
             var timeout: Int32 = -1
-            if let deadline = machine.nextDeadline {
+            let probeDeadline = nextProbeDeadline
+            if let deadline = [machine.nextDeadline, probeDeadline].compactMap({ $0 }).min() {
                 let now = Sys.now()
                 timeout = deadline <= now ? 0 : Int32(clamping: (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)
             }
@@ -174,11 +179,16 @@ public final class Supervisor {
                 case .notify: handleNotifications()
                 case .control: acceptControlConnections()
                 case .connectionBase, nil:
-                    if token > Token.connectionBase.rawValue {
+                    if token > Self.probeTokenBase {
+                        handleProbe(Int32(token - Self.probeTokenBase))
+                    } else if token > Token.connectionBase.rawValue {
                         handleConnection(Int32(token - Token.connectionBase.rawValue))
                     }
                 }
                 if exitCode != nil { break }
+            }
+            if exitCode == nil, let deadline = nextProbeDeadline, deadline <= Sys.now() {
+                expireProbes(now: Sys.now())
             }
             if exitCode == nil, let deadline = machine.nextDeadline, deadline <= Sys.now() {
                 dispatch(.tick)
@@ -264,6 +274,8 @@ public final class Supervisor {
                 closeDoor(of: number)
             case .releaseSockets(let number):
                 releaseSockets(of: number)
+            case .probe(let number):
+                startProbe(of: number)
             case .attemptStarted(let requests, let generation, let reason):
                 attemptStarted(requests, generation: generation, reason: reason)
             case .report(let report):
@@ -321,6 +333,18 @@ public final class Supervisor {
     /// The sockets generation `number` inherits: the shared listeners, or in
     /// hand-over mode its own SO_REUSEPORT TCP listeners (unix ones shared).
     func socketSet(for number: Int) -> Result<[Listener], BatonError> {
+        let shared: Result<[Listener], BatonError> = sharedOrOwnSockets(for: number)
+        guard configuration.policy.health != nil, case .success(let set) = shared else { return shared }
+        switch makeHealthListener() {
+        case .success(let health):
+            healthSockets[number] = health
+            return .success(set + [health])
+        case .failure(let e):
+            return .failure(e)
+        }
+    }
+
+    private func sharedOrOwnSockets(for number: Int) -> Result<[Listener], BatonError> {
         guard configuration.handover else { return .success(listeners) }
         if let spare = spareSockets {
             spareSockets = nil
@@ -357,6 +381,7 @@ public final class Supervisor {
     /// Hand-over: a generation is gone; close its sockets, unless it held the
     /// only ones (then they wait, with their queue, for the next generation).
     func releaseSockets(of number: Int) {
+        if let health = healthSockets.removeValue(forKey: number) { close(health.fd) }
         guard configuration.handover, let set = generationSockets.removeValue(forKey: number) else { return }
         if !anotherDoorIsOpen(besides: number) {
             spareSockets = set
@@ -378,6 +403,10 @@ public final class Supervisor {
         }
         generationSockets = [:]
         spareSockets = nil
+        for h in healthSockets.values { close(h.fd) }
+        healthSockets = [:]
+        for p in probes.values { close(p.fd) }
+        probes = [:]
         Listeners.release(listeners)
         listeners = []
         statusFile?.remove()

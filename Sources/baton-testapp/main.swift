@@ -10,6 +10,8 @@
 //   --ignore-term       ignore SIGTERM        --drop-on-term   exit at once on SIGTERM
 //   --workers N         spawn N worker processes that serve too (same process group)
 //   --crash-after D     exit 3 D ms after serving started
+//   --health-status N   answer GET /health with status N
+//   --unhealthy-after D answer GET /health with 503 from D ms after serving started
 //
 // A file `testapp.args` in the working directory (the release) adds switches,
 // so that one release of a test can be broken and the next one good.
@@ -56,7 +58,7 @@ var isWorker = false
 while let arg = argv.first {
     argv.removeFirst()
     switch arg {
-    case "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load", "--requests", "--concurrency", "--path":
+    case "--health-status", "--unhealthy-after", "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load", "--requests", "--concurrency", "--path":
         options[arg] = argv.isEmpty ? "" : argv.removeFirst()
     case "--worker":
         isWorker = true
@@ -140,6 +142,8 @@ let cwd: String = {
     return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }()
 let tag = options["--tag"] ?? String(cwd.split(separator: "/").last ?? "")
+let healthStatus = options["--health-status"] ?? "200"
+let unhealthyAfter = options["--unhealthy-after"].flatMap { Int($0) }
 let generation = env("BATON_GENERATION") ?? env("SERVER_STARTER_GENERATION") ?? "?"
 
 if options["--hang"] != nil {
@@ -196,6 +200,8 @@ signal(SIGPIPE, SIG_IGN)
 
 for fd in listeners { _ = baton_fcntl_setfl(fd, baton_fcntl_getfl(fd) | O_NONBLOCK) }
 
+let started = DispatchTime.now().uptimeNanoseconds
+
 func respond(_ client: Int32) {
     defer {
         close(client)
@@ -217,6 +223,13 @@ func respond(_ client: Int32) {
         usleep(UInt32(value) * 1000)
     } else if target == "/health" {
         body = "ok\n"
+        let sick = unhealthyAfter.map { DispatchTime.now().uptimeNanoseconds - started >= UInt64($0) * 1_000_000 } ?? false
+        if let code = sick ? 503 : Int(healthStatus), code != 200 {
+            body = "unhealthy: migration 42 missing\n"
+            let response = "HTTP/1.1 \(code) Oops\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+            _ = response.withCString { write(client, $0, strlen($0)) }
+            return
+        }
     } else if target == "/env" {
         body =
             "pid=\(getpid())\nLISTEN_PID=\(env("LISTEN_PID") ?? "")\nLISTEN_FDS=\(env("LISTEN_FDS") ?? "")\n"
@@ -235,7 +248,6 @@ if options["--notify"] != nil, !isWorker {
     notify("STATUS=serving\nREADY=1")
 }
 let crashAt: Int64? = options["--crash-after"].flatMap { Int64($0) }
-let started = DispatchTime.now().uptimeNanoseconds
 
 var pollFDs = listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)]
 var draining = false

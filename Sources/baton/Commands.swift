@@ -167,6 +167,11 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
         let age = Duration.milliseconds(Int64(g["age_ms"]?.int ?? 0))
         var line = "  gen \(g["generation"]?.int ?? 0)  pid \(g["pid"]?.int ?? 0)  \(g["state"]?.string ?? "?")  age \(age.humanDescription)  \(g["release_dir"]?.string ?? "")"
         if let st = g["status"]?.string { line += "  [\(st)]" }
+        if let p = g["last_probe"] {
+            let ms = p["latency_ms"].flatMap { if case .number(let d) = $0 { d } else { nil } } ?? 0
+            let status = p["status"]?.int.map(String.init) ?? "no answer"
+            line += "  probe: \(p["passed"]?.bool == true ? Out.green(status) : Out.red(status)) in \(Int(ms * 10) / 10 == 0 ? String(ms) : String(Int(ms))) ms"
+        }
         Out.line(line)
     }
     if let a = s["last_attempt"] {

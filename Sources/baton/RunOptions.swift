@@ -20,6 +20,12 @@ enum RunOptions {
         OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)"),
         OptionSpec("kill-old-delay", value: "D", "wait this long more before signalling the old generation (default 0)"),
         OptionSpec("drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)"),
+        OptionSpec("health", value: "PATH", "probe each new generation with GET PATH over a private listener before it replaces the old one"),
+        OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)"),
+        OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)"),
+        OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204"),
+        OptionSpec("health-every", value: "D", "keep probing the serving generation this often (default: never)"),
+        OptionSpec("health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)"),
         OptionSpec("signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)"),
         OptionSpec("signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)"),
     ]
@@ -59,6 +65,26 @@ enum RunOptions {
         if let v = o.last("drain-timeout") { p.drainTimeout = try OptionParsing.duration(v, option: "--drain-timeout") }
         if let v = o.last("signal-on-hup") { p.signalOnHup = try OptionParsing.signal(v, option: "--signal-on-hup") }
         if let v = o.last("signal-on-term") { p.signalOnTerm = try OptionParsing.signal(v, option: "--signal-on-term") }
+        if let path = o.last("health") {
+            guard path.hasPrefix("/"), !path.contains(" "), !path.contains("\r"), !path.contains("\n") else {
+                throw BatonError(.usage, "--health '\(path)': expected a path such as /health")
+            }
+            var h = HealthCheck(path: path)
+            if let v = o.last("health-timeout") { h.timeout = try OptionParsing.duration(v, option: "--health-timeout") }
+            if let v = o.last("health-interval") { h.interval = try OptionParsing.duration(v, option: "--health-interval") }
+            if let v = o.last("health-every") { h.every = try OptionParsing.duration(v, option: "--health-every") }
+            if let v = o.last("health-failures") { h.failuresBeforeRestart = try OptionParsing.integer(v, option: "--health-failures", range: 1...1000) }
+            if let v = o.last("health-status") {
+                let parts = v.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+                guard (1...2).contains(parts.count), let low = parts.first ?? nil, let high = parts.last ?? nil, 100 <= low, low <= high, high <= 599 else {
+                    throw BatonError(.usage, "--health-status '\(v)': expected a status or a range such as 200-299")
+                }
+                h.expected = low...high
+            }
+            p.health = h
+        } else if let other = ["health-timeout", "health-interval", "health-status", "health-every", "health-failures"].first(where: o.has) {
+            throw BatonError(.usage, "--\(other) needs --health PATH")
+        }
         if c.handover {
             p.doorDelay = try o.last("handover-delay").map { (v: String) throws(BatonError) in try OptionParsing.duration(v, option: "--handover-delay") } ?? .milliseconds(100)
         }
