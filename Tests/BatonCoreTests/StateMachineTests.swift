@@ -352,3 +352,80 @@ func outcomes(_ actions: [SupervisorAction]) -> [([RequestID], AttemptOutcome)] 
         #expect(!NotifyMessage(parsing: Array("READY=1".utf8) + [0xff]).ready)
     }
 }
+
+@Suite struct HealthProbeStateMachineTests {
+    func passed(_ status: Int = 200) -> ProbeResult { ProbeResult(status: status, detail: "OK", latency: .milliseconds(3), passed: true) }
+    func failed(_ status: Int = 500) -> ProbeResult { ProbeResult(status: status, detail: "Oops", latency: .milliseconds(3), passed: false) }
+
+    /// Brings generation 1 up through its probe.
+    func serve(_ h: inout Harness) {
+        h.send(.start)
+        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r"))
+        h.send(.notified(pid: 1000, message: ready()))
+        h.advance(0)
+        h.send(.probeFinished(generation: 1, result: passed()))
+        h.advance(1)
+    }
+
+    @Test func aGenerationIsReadyOnlyOnceItsProbePasses() {
+        var h = Harness {
+            $0.health = HealthCheck(path: "/health")
+            $0.settle = .zero
+        }
+        serve(&h)
+        h.send(.restartRequested(1))
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
+        let said = h.send(.notified(pid: 2000, message: ready()))
+        #expect(h.phase(of: 2) == .probing)
+        #expect(signals(said).isEmpty)
+        #expect(h.advance(0).contains(.probe(generation: 2)))
+        #expect(h.machine.nextDeadline == h.machine.generations.last?.deadline, "no probe is due while one is under way")
+        h.send(.probeFinished(generation: 2, result: failed()))
+        #expect(h.phase(of: 2) == .probing)
+        #expect(h.advance(0.2).contains(.probe(generation: 2)))
+        let ok = h.send(.probeFinished(generation: 2, result: passed()))
+        #expect(signals(ok) == [.closeDoor(generation: 1), .signal(pid: 1000, signal: SIGTERM)].filter { if case .signal = $0 { true } else { false } })
+        #expect(h.phase(of: 2) == .serving)
+        #expect(outcomes(ok).first?.0 == [1])
+    }
+
+    @Test func aGenerationWhoseProbeNeverPassesFailsWithTheLastAnswer() {
+        var h = Harness {
+            $0.health = HealthCheck(path: "/health")
+            $0.readyTimeout = .seconds(2)
+        }
+        serve(&h)
+        h.send(.restartRequested(1))
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
+        h.send(.notified(pid: 2000, message: ready()))
+        h.advance(0)
+        h.send(.probeFinished(generation: 2, result: failed()))
+        let end = h.advance(2)
+        guard case .failed(_, let reason)? = outcomes(end).first?.1 else {
+            Issue.record("expected a failed restart")
+            return
+        }
+        #expect(reason.contains("500 Oops"))
+        #expect(h.machine.serving?.pid == 1000)
+    }
+
+    @Test func aServingGenerationFailingItsProbesIsReplaced() {
+        var h = Harness {
+            var health = HealthCheck(path: "/health")
+            health.every = .seconds(1)
+            health.failuresBeforeRestart = 2
+            $0.health = health
+            $0.settle = .zero
+        }
+        h.send(.start)
+        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r"))
+        h.send(.notified(pid: 1000, message: ready()))
+        h.advance(0)
+        h.send(.probeFinished(generation: 1, result: passed()))
+        #expect(h.phase(of: 1) == .serving)
+        #expect(h.advance(1).contains(.probe(generation: 1)))
+        #expect(!h.send(.probeFinished(generation: 1, result: failed(503))).contains(.spawn(generation: 2)))
+        #expect(h.advance(1).contains(.probe(generation: 1)))
+        #expect(h.send(.probeFinished(generation: 1, result: failed(503))).contains(.spawn(generation: 2)))
+    }
+}
