@@ -472,7 +472,8 @@ public struct SupervisorStateMachine: Sendable {
                 Report(
                     kind: .serving, generation: g.number, pid: g.pid,
                     message: retiring.isEmpty
-                        ? "serving" : "serving; retiring generation \(retiring.map { String(generations[$0].number) }.joined(separator: ", "))"
+                        ? "serving"
+                        : "serving; retiring generation \(retiring.map { String(generations[$0].number) }.joined(separator: ", "))"
                 )))
         for j in retiring {
             stopGeneration(at: j, signal: policy.signalOnHup, why: "retire", now: now, &out)
@@ -545,7 +546,8 @@ public struct SupervisorStateMachine: Sendable {
                 .report(
                     Report(
                         kind: .respawnScheduled, generation: number,
-                        message: "trying again in \(policy.retryDelay.humanDescription) (try \(current.tries + 1) of \(policy.attemptRetries + 1))"
+                        message:
+                            "trying again in \(policy.retryDelay.humanDescription) (try \(current.tries + 1) of \(policy.attemptRetries + 1))"
                     )))
             return
         }
@@ -587,7 +589,8 @@ public struct SupervisorStateMachine: Sendable {
                 out.append(
                     .report(
                         Report(
-                            kind: .notified, generation: number, pid: g.pid, message: "health probe passed: \(result)", elapsed: result.latency)))
+                            kind: .notified, generation: number, pid: g.pid, message: "health probe passed: \(result)",
+                            elapsed: result.latency)))
                 markReady(at: i, via: "health probe", now: now, &out)
             } else {
                 // Each new answer is told once; the same one again is not.
@@ -609,7 +612,8 @@ public struct SupervisorStateMachine: Sendable {
                     .report(
                         Report(
                             kind: .notified, generation: number, pid: g.pid,
-                            message: "health probe failed (\(generations[i].probeFailures) of \(health.failuresBeforeRestart)): \(result)")))
+                            message: "health probe failed (\(generations[i].probeFailures) of \(health.failuresBeforeRestart)): \(result)"))
+                )
                 if generations[i].probeFailures >= health.failuresBeforeRestart, phase == .running, attempt == nil, retry == nil {
                     generations[i].probeFailures = 0
                     out.append(

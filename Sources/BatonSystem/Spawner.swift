@@ -30,7 +30,8 @@ struct Spawner {
         let dir = configuration.dir ?? "."
         guard let resolved = Sys.realpath(dir) else {
             let e = errno
-            return .failure(BatonError(.failure, "--dir \(dir): \(Sys.describe(errno: e))\(e == ENOENT ? " (a dangling symlink?)" : "")", errno: e))
+            return .failure(
+                BatonError(.failure, "--dir \(dir): \(Sys.describe(errno: e))\(e == ENOENT ? " (a dangling symlink?)" : "")", errno: e))
         }
         return .success(resolved)
     }
@@ -105,7 +106,7 @@ struct Spawner {
             withCStrings(envp) { cenvp in
                 fds.withUnsafeBufferPointer { fdp in
                     targets.withUnsafeBufferPointer { tp in
-                    baton_spawn(&pid, "/proc/self/exe", cargv, cenvp, fdp.baseAddress, tp.baseAddress, Int32(fds.count), nil, 1, 0)
+                        baton_spawn(&pid, "/proc/self/exe", cargv, cenvp, fdp.baseAddress, tp.baseAddress, Int32(fds.count), nil, 1, 0)
                     }
                 }
             }
@@ -159,7 +160,9 @@ public enum EnvDir {
             guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
             guard st.st_size <= maxFileBytes else {
                 return .failure(
-                    BatonError(.usage, "--envdir: \(path) is \(st.st_size) bytes, over the limit of \(maxFileBytes); an envdir file holds one value"))
+                    BatonError(
+                        .usage,
+                        "--envdir: \(path) is \(st.st_size) bytes, over the limit of \(maxFileBytes); an envdir file holds one value"))
             }
             guard let bytes = Sys.readFile(path, limit: maxFileBytes) else {
                 let e = errno

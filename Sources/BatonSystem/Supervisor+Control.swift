@@ -112,7 +112,11 @@ extension Supervisor {
             return
         }
         guard request["v"]?.int == controlProtocolVersion else {
-            finish(c, result(.usage, "unsupported protocol version \(request["v"]?.text ?? "none"); this supervisor speaks v\(controlProtocolVersion)"))
+            finish(
+                c,
+                result(
+                    .usage,
+                    "unsupported protocol version \(request["v"]?.text ?? "none"); this supervisor speaks v\(controlProtocolVersion)"))
             return
         }
         guard c.request == nil else {
@@ -145,7 +149,8 @@ extension Supervisor {
 
     func attemptStarted(_ requests: [RequestID], generation: Int, reason: AttemptReason) {
         if reason == .restart {
-            systemd.send("RELOADING=1\nMONOTONIC_USEC=\(Sys.now().nanoseconds / 1000)\nSTATUS=restarting: starting generation \(generation)")
+            systemd.send(
+                "RELOADING=1\nMONOTONIC_USEC=\(Sys.now().nanoseconds / 1000)\nSTATUS=restarting: starting generation \(generation)")
         }
     }
 
@@ -213,7 +218,11 @@ extension Supervisor {
         }
         for id in requests {
             guard let fd = requestConnections[id], let c = connections[fd] else { continue }
-            finish(c, result(code == 0 ? nil : .startFailed, code == 0 ? "stopped; every process is gone and every file removed" : "stopped with exit code \(code)"))
+            finish(
+                c,
+                result(
+                    code == 0 ? nil : .startFailed,
+                    code == 0 ? "stopped; every process is gone and every file removed" : "stopped with exit code \(code)"))
         }
         for c in Array(connections.values) {
             finish(c, result(.notRunning, "the supervisor stopped"))
@@ -286,7 +295,10 @@ extension Supervisor {
             if let s = g.status { o["status"] = .string(s) }
             if let r = g.readyAt { o["ready_ms"] = ms(r - g.spawnedAt) }
             if let p = g.lastProbe {
-                var probe: [String: JSON] = ["passed": .bool(p.passed), "detail": .string(p.detail), "latency_ms": .number(Double(p.latency.nanosecondsClamped) / 1e6)]
+                var probe: [String: JSON] = [
+                    "passed": .bool(p.passed), "detail": .string(p.detail),
+                    "latency_ms": .number(Double(p.latency.nanosecondsClamped) / 1e6),
+                ]
                 if let status = p.status { probe["status"] = .number(Double(status)) }
                 o["last_probe"] = .object(probe)
             }
@@ -296,7 +308,10 @@ extension Supervisor {
             "v": .number(Double(controlProtocolVersion)), "type": .string("status"), "ok": .bool(true),
             "pid": .number(Double(getpid())), "uptime_ms": ms(now - startedAt), "started_at": .number(Double(startedWall)),
             "state": .string(machine.phase.rawValue),
-            "listeners": .array(listeners.enumerated().map { .object(["address": .string($1.address.description), "fd": .number(Double(3 + $0)), "name": .string($1.name)]) }),
+            "listeners": .array(
+                listeners.enumerated().map {
+                    .object(["address": .string($1.address.description), "fd": .number(Double(3 + $0)), "name": .string($1.name)])
+                }),
             "generations": .array(generations),
             "command": .array(configuration.command.map(JSON.string)),
         ]

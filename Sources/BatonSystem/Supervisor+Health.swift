@@ -112,7 +112,8 @@ extension Supervisor {
     func expireProbes(now: Instant) {
         for probe in probes.values where probe.deadline <= now {
             let (status, _) = Self.parseResponse(probe.response)
-            finishProbe(probe, status: status, detail: "no complete answer within \(configuration.policy.health?.timeout.humanDescription ?? "")")
+            finishProbe(
+                probe, status: status, detail: "no complete answer within \(configuration.policy.health?.timeout.humanDescription ?? "")")
         }
     }
 

@@ -58,7 +58,8 @@ var isWorker = false
 while let arg = argv.first {
     argv.removeFirst()
     switch arg {
-    case "--health-status", "--unhealthy-after", "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load", "--requests", "--concurrency", "--path":
+    case "--health-status", "--unhealthy-after", "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load",
+        "--requests", "--concurrency", "--path":
         options[arg] = argv.isEmpty ? "" : argv.removeFirst()
     case "--worker":
         isWorker = true
@@ -88,9 +89,10 @@ if let portText = options["--load"], let port = UInt16(portText) {
                 inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
                 var tv = timeval(tv_sec: 10, tv_usec: 0)
                 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-                var good = withUnsafePointer(to: &addr) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                } == 0
+                var good =
+                    withUnsafePointer(to: &addr) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    } == 0
                 if good {
                     let request = "GET \(requestPath) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
                     good = request.withCString { write(fd, $0, strlen($0)) } > 0
@@ -177,7 +179,9 @@ if !isWorker, let n = Int(options["--workers"] ?? "0"), n > 0 {
         let pointers = selfArgs.map { strdup($0) } + [nil]
         let envp = (0..<1).map { _ in baton_environ() }[0]
         let rc = listeners.withUnsafeBufferPointer { fds in
-            pointers.withUnsafeBufferPointer { baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, envp, fds.baseAddress, fds.baseAddress, Int32(fds.count), nil, 0, 0) }
+            pointers.withUnsafeBufferPointer {
+                baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, envp, fds.baseAddress, fds.baseAddress, Int32(fds.count), nil, 0, 0)
+            }
         }
         for p in pointers { free(p) }
         if rc == 0 { workerPids.append(pid) }
@@ -249,7 +253,8 @@ if options["--notify"] != nil, !isWorker {
 }
 let crashAt: Int64? = options["--crash-after"].flatMap { Int64($0) }
 
-var pollFDs = listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)]
+var pollFDs =
+    listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)]
 var draining = false
 while !draining {
     var timeout: Int32 = -1

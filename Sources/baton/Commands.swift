@@ -49,15 +49,23 @@ func tail(_ path: String, lines count: Int) -> [String] {
 // MARK: - restart
 
 func restartCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let specs = Locations.specs + [
-        OptionSpec("timeout", value: "D", "give up waiting after D (default 5m); the restart itself goes on"),
-        OptionSpec("no-wait-drain", "return once the new generation serves, without waiting for the old one to exit"),
-    ] + commonSpecs
+    let specs =
+        Locations.specs + [
+            OptionSpec("timeout", value: "D", "give up waiting after D (default 5m); the restart itself goes on"),
+            OptionSpec("no-wait-drain", "return once the new generation serves, without waiting for the old one to exit"),
+        ] + commonSpecs
     let o = try ParsedOptions(args, specs: specs, command: "baton restart")
-    if o.has("help") { return help("restart", "Usage: baton restart [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStarts a new generation and retires the old one once the new one is ready. Exits 0 only when\nthe new generation serves; 3 not running, 6 the new generation failed (the old one still serves),\n7 the deadline passed, 11 the supervisor is stopping.", specs) }
+    if o.has("help") {
+        return help(
+            "restart",
+            "Usage: baton restart [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStarts a new generation and retires the old one once the new one is ready. Exits 0 only when\nthe new generation serves; 3 not running, 6 the new generation failed (the old one still serves),\n7 the deadline passed, 11 the supervisor is stopping.",
+            specs)
+    }
     let loc = try Locations(o)
-    let timeout = try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(300)
-    return restart(control: try loc.requireControl("baton restart"), timeout: timeout, waitDrain: !o.has("no-wait-drain"), json: o.has("json"))
+    let timeout =
+        try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(300)
+    return restart(
+        control: try loc.requireControl("baton restart"), timeout: timeout, waitDrain: !o.has("no-wait-drain"), json: o.has("json"))
 }
 
 /// Asks a running supervisor to restart; prints progress; returns the exit code.
@@ -85,7 +93,11 @@ func restart(control: String, timeout: Duration, waitDrain: Bool, json: Bool) ->
         return report(result, json: json)
     case .failure(let e):
         if e.code == .timeout {
-            return report(errorResult(BatonError(.timeout, "no outcome within \(timeout.humanDescription); the restart goes on in the supervisor: see 'baton status'")), json: json)
+            return report(
+                errorResult(
+                    BatonError(
+                        .timeout, "no outcome within \(timeout.humanDescription); the restart goes on in the supervisor: see 'baton status'"
+                    )), json: json)
         }
         return report(errorResult(e), json: json)
     }
@@ -96,10 +108,16 @@ func restart(control: String, timeout: Duration, waitDrain: Bool, json: Bool) ->
 func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let specs = Locations.specs + [OptionSpec("timeout", value: "D", "give up waiting after D (default 2m)")] + commonSpecs
     let o = try ParsedOptions(args, specs: specs, command: "baton stop")
-    if o.has("help") { return help("stop", "Usage: baton stop [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStops every generation gracefully and the supervisor. Exits 0 once every process is gone and\nthe pid file, status file, control socket and unix sockets are removed (also when nothing ran).", specs) }
+    if o.has("help") {
+        return help(
+            "stop",
+            "Usage: baton stop [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStops every generation gracefully and the supervisor. Exits 0 once every process is gone and\nthe pid file, status file, control socket and unix sockets are removed (also when nothing ran).",
+            specs)
+    }
     let loc = try Locations(o)
     let control = try loc.requireControl("baton stop")
-    let timeout = try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(120)
+    let timeout =
+        try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(120)
     let json = o.has("json")
     switch ControlClient.connect(control) {
     case .failure(let e) where e.code == .notRunning:
@@ -108,7 +126,11 @@ func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {
             unlink(p)
             message += " (removed stale pid file \(p)\(pid.map { " of pid \($0)" } ?? ""))"
         }
-        return report(.object(["v": .number(1), "type": .string("result"), "ok": .bool(true), "code": .string("success"), "exit": .number(0), "message": .string(message)]), json: json)
+        return report(
+            .object([
+                "v": .number(1), "type": .string("result"), "ok": .bool(true), "code": .string("success"), "exit": .number(0),
+                "message": .string(message),
+            ]), json: json)
     case .failure(let e):
         return report(errorResult(e), json: json)
     case .success(let client):
@@ -125,13 +147,23 @@ func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {
 func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let specs = Locations.specs + commonSpecs
     let o = try ParsedOptions(args, specs: specs, command: "baton status")
-    if o.has("help") { return help("status", "Usage: baton status [--name NAME | --pid-file PATH | --control PATH] [--json]\n\nShows the supervisor, its listeners and generations. Exit codes as LSB init scripts use them:\n0 running, 1 dead but the pid file is left, 3 not running, 4 unknown.", specs) }
+    if o.has("help") {
+        return help(
+            "status",
+            "Usage: baton status [--name NAME | --pid-file PATH | --control PATH] [--json]\n\nShows the supervisor, its listeners and generations. Exit codes as LSB init scripts use them:\n0 running, 1 dead but the pid file is left, 3 not running, 4 unknown.",
+            specs)
+    }
     let loc = try Locations(o)
     let control = try loc.requireControl("baton status")
     let json = o.has("json")
     func notRunning(_ code: Int32, _ text: String) -> Int32 {
         if json {
-            Out.line(JSON.object(["v": .number(1), "type": .string("status"), "ok": .bool(false), "state": .string(code == 1 ? "dead" : code == 3 ? "stopped" : "unknown"), "exit": .number(Double(code)), "message": .string(text)]).text)
+            Out.line(
+                JSON.object([
+                    "v": .number(1), "type": .string("status"), "ok": .bool(false),
+                    "state": .string(code == 1 ? "dead" : code == 3 ? "stopped" : "unknown"), "exit": .number(Double(code)),
+                    "message": .string(text),
+                ]).text)
         } else {
             Out.line("baton: \(text)")
         }
@@ -165,12 +197,14 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
     }
     for g in s["generations"]?.array ?? [] {
         let age = Duration.milliseconds(Int64(g["age_ms"]?.int ?? 0))
-        var line = "  gen \(g["generation"]?.int ?? 0)  pid \(g["pid"]?.int ?? 0)  \(g["state"]?.string ?? "?")  age \(age.humanDescription)  \(g["release_dir"]?.string ?? "")"
+        var line =
+            "  gen \(g["generation"]?.int ?? 0)  pid \(g["pid"]?.int ?? 0)  \(g["state"]?.string ?? "?")  age \(age.humanDescription)  \(g["release_dir"]?.string ?? "")"
         if let st = g["status"]?.string { line += "  [\(st)]" }
         if let p = g["last_probe"] {
             let ms = p["latency_ms"].flatMap { if case .number(let d) = $0 { d } else { nil } } ?? 0
             let status = p["status"]?.int.map(String.init) ?? "no answer"
-            line += "  probe: \(p["passed"]?.bool == true ? Out.green(status) : Out.red(status)) in \(Int(ms * 10) / 10 == 0 ? String(ms) : String(Int(ms))) ms"
+            line +=
+                "  probe: \(p["passed"]?.bool == true ? Out.green(status) : Out.red(status)) in \(Int(ms * 10) / 10 == 0 ? String(ms) : String(Int(ms))) ms"
         }
         Out.line(line)
     }
@@ -178,7 +212,9 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
         let ago = Duration.milliseconds(Int64(a["ago_ms"]?.int ?? 0))
         let what = a["reason"]?.string == "initial" ? "start" : a["reason"]?.string ?? "restart"
         if a["ok"]?.bool == true {
-            Out.line("  last \(what): \(Out.green("succeeded")), generation \(a["generation"]?.int ?? 0) ready after \(Duration.milliseconds(Int64(a["ready_ms"]?.int ?? 0)).humanDescription), took \(Duration.milliseconds(Int64(a["duration_ms"]?.int ?? 0)).humanDescription) (\(ago.humanDescription) ago)")
+            Out.line(
+                "  last \(what): \(Out.green("succeeded")), generation \(a["generation"]?.int ?? 0) ready after \(Duration.milliseconds(Int64(a["ready_ms"]?.int ?? 0)).humanDescription), took \(Duration.milliseconds(Int64(a["duration_ms"]?.int ?? 0)).humanDescription) (\(ago.humanDescription) ago)"
+            )
         } else {
             Out.line("  last \(what): \(Out.red("failed")): \(a["message"]?.string ?? "") (\(ago.humanDescription) ago)")
         }
@@ -191,10 +227,19 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
 func logsCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let specs = Locations.specs + [OptionSpec("lines", value: "N", "how many lines (default 50)"), OptionSpec("help", "show this help")]
     let o = try ParsedOptions(args, specs: specs, command: "baton logs")
-    if o.has("help") { return help("logs", "Usage: baton logs [--name NAME | --pid-file PATH | --log-file PATH] [--lines N]\n\nPrints the end of the daemon's log. The daemon reopens its log file on SIGUSR1 (for logrotate).", specs) }
+    if o.has("help") {
+        return help(
+            "logs",
+            "Usage: baton logs [--name NAME | --pid-file PATH | --log-file PATH] [--lines N]\n\nPrints the end of the daemon's log. The daemon reopens its log file on SIGUSR1 (for logrotate).",
+            specs)
+    }
     let loc = try Locations(o)
-    guard let path = loc.logFile else { throw BatonError(.usage, "baton logs: say which log: --name NAME, --pid-file PATH or --log-file PATH") }
-    let count = try o.last("lines").map { (t: String) throws(BatonError) in try OptionParsing.integer(t, option: "--lines", range: 1...100_000) } ?? 50
+    guard let path = loc.logFile else {
+        throw BatonError(.usage, "baton logs: say which log: --name NAME, --pid-file PATH or --log-file PATH")
+    }
+    let count =
+        try o.last("lines").map { (t: String) throws(BatonError) in try OptionParsing.integer(t, option: "--lines", range: 1...100_000) }
+        ?? 50
     guard access(path, R_OK) == 0 else { throw BatonError(.notRunning, "no log at \(path): \(Sys.describe(errno: errno))") }
     for line in tail(path, lines: count) { Out.line(line) }
     return 0

@@ -4,9 +4,16 @@ import BatonSystem
 /// The options of `baton run` (shared with `start` and `deploy`).
 enum RunOptions {
     static let specs: [OptionSpec] = [
-        OptionSpec("listen", value: "ADDR", "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
-        OptionSpec("handover", "hand-over mode: one SO_REUSEPORT listener per generation, shut down before its signal so its queue moves to the new one (needs net.ipv4.tcp_migrate_req=1)"),
-        OptionSpec("handover-delay", value: "D", "hand-over mode: wait this long between closing the old generation's listener and its signal (default 100ms)"),
+        OptionSpec(
+            "listen", value: "ADDR",
+            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
+        OptionSpec(
+            "handover",
+            "hand-over mode: one SO_REUSEPORT listener per generation, shut down before its signal so its queue moves to the new one (needs net.ipv4.tcp_migrate_req=1)"
+        ),
+        OptionSpec(
+            "handover-delay", value: "D",
+            "hand-over mode: wait this long between closing the old generation's listener and its signal (default 100ms)"),
         OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)"),
         OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)"),
         OptionSpec("status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)"),
@@ -20,7 +27,8 @@ enum RunOptions {
         OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)"),
         OptionSpec("kill-old-delay", value: "D", "wait this long more before signalling the old generation (default 0)"),
         OptionSpec("drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)"),
-        OptionSpec("health", value: "PATH", "probe each new generation with GET PATH over a private listener before it replaces the old one"),
+        OptionSpec(
+            "health", value: "PATH", "probe each new generation with GET PATH over a private listener before it replaces the old one"),
         OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)"),
         OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)"),
         OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204"),
@@ -73,20 +81,28 @@ enum RunOptions {
             if let v = o.last("health-timeout") { h.timeout = try OptionParsing.duration(v, option: "--health-timeout") }
             if let v = o.last("health-interval") { h.interval = try OptionParsing.duration(v, option: "--health-interval") }
             if let v = o.last("health-every") { h.every = try OptionParsing.duration(v, option: "--health-every") }
-            if let v = o.last("health-failures") { h.failuresBeforeRestart = try OptionParsing.integer(v, option: "--health-failures", range: 1...1000) }
+            if let v = o.last("health-failures") {
+                h.failuresBeforeRestart = try OptionParsing.integer(v, option: "--health-failures", range: 1...1000)
+            }
             if let v = o.last("health-status") {
                 let parts = v.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-                guard (1...2).contains(parts.count), let low = parts.first ?? nil, let high = parts.last ?? nil, 100 <= low, low <= high, high <= 599 else {
+                guard (1...2).contains(parts.count), let low = parts.first ?? nil, let high = parts.last ?? nil, 100 <= low, low <= high,
+                    high <= 599
+                else {
                     throw BatonError(.usage, "--health-status '\(v)': expected a status or a range such as 200-299")
                 }
                 h.expected = low...high
             }
             p.health = h
-        } else if let other = ["health-timeout", "health-interval", "health-status", "health-every", "health-failures"].first(where: o.has) {
+        } else if let other = ["health-timeout", "health-interval", "health-status", "health-every", "health-failures"].first(where: o.has)
+        {
             throw BatonError(.usage, "--\(other) needs --health PATH")
         }
         if c.handover {
-            p.doorDelay = try o.last("handover-delay").map { (v: String) throws(BatonError) in try OptionParsing.duration(v, option: "--handover-delay") } ?? .milliseconds(100)
+            p.doorDelay =
+                try o.last("handover-delay").map { (v: String) throws(BatonError) in
+                    try OptionParsing.duration(v, option: "--handover-delay")
+                } ?? .milliseconds(100)
         }
         c.policy = p
         c.command = o.rest

@@ -3,15 +3,21 @@ import BatonSystem
 import CBatonShims
 import Glibc
 
-let startSpecs = RunOptions.specs + Locations.specs + [
-    OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)")
-] + commonSpecs
+let startSpecs =
+    RunOptions.specs + Locations.specs + [
+        OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)")
+    ] + commonSpecs
 
 // MARK: - start
 
 func startCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try ParsedOptions(args, specs: startSpecs, command: "baton start")
-    if o.has("help") { return help("start", "Usage: baton start (--name NAME | --pid-file PATH) [run options] -- command [args...]\n\nStarts the supervisor as a daemon (new session, stdin from /dev/null, output to --log-file,\nworking directory /) and returns once the first generation is ready: 0, or non-zero with the\nreason and the end of the log, leaving no daemon, pid file or socket behind. 5: already running.", startSpecs) }
+    if o.has("help") {
+        return help(
+            "start",
+            "Usage: baton start (--name NAME | --pid-file PATH) [run options] -- command [args...]\n\nStarts the supervisor as a daemon (new session, stdin from /dev/null, output to --log-file,\nworking directory /) and returns once the first generation is ready: 0, or non-zero with the\nreason and the end of the log, leaving no daemon, pid file or socket behind. 5: already running.",
+            startSpecs)
+    }
     return try start(o, json: o.has("json"))
 }
 
@@ -27,7 +33,9 @@ func start(_ o: ParsedOptions, json: Bool, quiet: Bool = false) throws(BatonErro
     // Checks the command, user and directories now, with the caller watching.
     _ = try Supervisor(configuration: configuration)
     if case .live(let pid) = PidFile.inspect(pidFile) {
-        throw BatonError(.alreadyRunning, "already running\(pid.map { " (pid \($0))" } ?? "") with pid file \(pidFile); use 'baton restart' or 'baton deploy'")
+        throw BatonError(
+            .alreadyRunning,
+            "already running\(pid.map { " (pid \($0))" } ?? "") with pid file \(pidFile); use 'baton restart' or 'baton deploy'")
     }
     let umaskValue = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
 
@@ -74,23 +82,32 @@ private func finishStart(_ result: JSON, logFile: String, json: Bool) -> Int32 {
 
 // MARK: - deploy
 
-let deploySpecs = startSpecs + [
-    OptionSpec("release", value: "DIR", "the release to deploy: --current is re-pointed at it first"),
-    OptionSpec("current", value: "LINK", "the symlink that names the live release (default --dir)"),
-    OptionSpec("lock-timeout", value: "D", "wait this long for another deploy to finish (default 5m)"),
-    OptionSpec("timeout", value: "D", "give up waiting for the restart after D (default 5m)"),
-]
+let deploySpecs =
+    startSpecs + [
+        OptionSpec("release", value: "DIR", "the release to deploy: --current is re-pointed at it first"),
+        OptionSpec("current", value: "LINK", "the symlink that names the live release (default --dir)"),
+        OptionSpec("lock-timeout", value: "D", "wait this long for another deploy to finish (default 5m)"),
+        OptionSpec("timeout", value: "D", "give up waiting for the restart after D (default 5m)"),
+    ]
 
 func deployCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try ParsedOptions(args, specs: deploySpecs, command: "baton deploy")
-    if o.has("help") { return help("deploy", "Usage: baton deploy (--name NAME | --pid-file PATH) [--release DIR --current LINK] [run options] -- command...\n\nRestarts the supervisor if it runs, starts it if not, and fails if neither brought the new code\nup. With --release and --current, the LINK symlink is first re-pointed at DIR atomically, and\npointed back if the new generation fails. A second deploy waits for the first (--lock-timeout).", deploySpecs) }
+    if o.has("help") {
+        return help(
+            "deploy",
+            "Usage: baton deploy (--name NAME | --pid-file PATH) [--release DIR --current LINK] [run options] -- command...\n\nRestarts the supervisor if it runs, starts it if not, and fails if neither brought the new code\nup. With --release and --current, the LINK symlink is first re-pointed at DIR atomically, and\npointed back if the new generation fails. A second deploy waits for the first (--lock-timeout).",
+            deploySpecs)
+    }
     let json = o.has("json")
     let loc = try Locations(o, creating: true)
     guard let pidFile = loc.pidFile, let control = loc.control else {
         throw BatonError(.usage, "baton deploy: give --name NAME or --pid-file PATH")
     }
-    let lockTimeout = try o.last("lock-timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--lock-timeout") } ?? .seconds(300)
-    let timeout = try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(300)
+    let lockTimeout =
+        try o.last("lock-timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--lock-timeout") }
+        ?? .seconds(300)
+    let timeout =
+        try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(300)
 
     // Validate everything before touching anything.
     var link: String?
@@ -185,7 +202,8 @@ final class DeployLock {
         if rc != 0 {
             close(fd)
             fd = -1
-            throw BatonError(.busy, "another deploy still holds \(path) after \(timeout.humanDescription); try again later or raise --lock-timeout")
+            throw BatonError(
+                .busy, "another deploy still holds \(path) after \(timeout.humanDescription); try again later or raise --lock-timeout")
         }
     }
 

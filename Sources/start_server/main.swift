@@ -100,7 +100,9 @@ func parse(_ args: [String]) throws(BatonError) {
         let matches = options.filter { $0.name == name } + options.filter { $0.name != name && $0.name.hasPrefix(name) }
         guard let option = matches.first, matches.count == 1 || matches[0].name == name else {
             throw BatonError(
-                .usage, matches.isEmpty ? "Unknown option: \(name)" : "Option \(name) is ambiguous (\(matches.map(\.name).joined(separator: ", ")))")
+                .usage,
+                matches.isEmpty ? "Unknown option: \(name)" : "Option \(name) is ambiguous (\(matches.map(\.name).joined(separator: ", ")))"
+            )
         }
         if option.kind == .flag {
             guard inline == nil else { throw BatonError(.usage, "Option \(option.name) does not take an argument") }
@@ -253,7 +255,9 @@ func restartServer() -> Never {
         if now.count == 1, now[0] > before { exit(0) }
         guard inotify >= 0 else { die("cannot watch \(dir): \(Sys.describe(errno: errno))") }
         guard waitForChange(watching: inotify, until: deadline) else {
-            die("no single generation newer than \(before) is serving after \(timeout.humanDescription) (status: \(now.map(String.init).joined(separator: ",")))", code: 7)
+            die(
+                "no single generation newer than \(before) is serving after \(timeout.humanDescription) (status: \(now.map(String.init).joined(separator: ",")))",
+                code: 7)
         }
     }
 }
@@ -346,7 +350,10 @@ do throws(BatonError) {
     p.settle = .zero
     p.readyTimeout = max(.seconds(60), interval + .seconds(60))
     p.retryDelay = interval
-    p.attemptRetries = try last("max-attempts").map { (t: String) throws(BatonError) in try OptionParsing.integer(t, option: "--max-attempts", range: 1...1_000_000) - 1 } ?? 9
+    p.attemptRetries =
+        try last("max-attempts").map { (t: String) throws(BatonError) in
+            try OptionParsing.integer(t, option: "--max-attempts", range: 1...1_000_000) - 1
+        } ?? 9
     p.exitWhenFirstFails = true
     let autoRestart = has("enable-auto-restart") || !(Sys.getenv("ENABLE_AUTO_RESTART") ?? "").isEmpty
     if autoRestart { p.autoRestartInterval = try seconds("auto-restart-interval", "AUTO_RESTART_INTERVAL") ?? .seconds(360) }
@@ -379,7 +386,8 @@ do throws(BatonError) {
         let args = ["start_server"] + own + arguments[split...]
         let deadline = Sys.now() + p.readyTimeout * Double(p.attemptRetries + 2) + .seconds(15)
         let (result, _) = try Daemon.spawnAndWait(
-            arguments: args, logFile: logFile.hasPrefix("|") ? nil : Sys.absolute(logFile), umask: 0o022, deadline: deadline) { _ in }
+            arguments: args, logFile: logFile.hasPrefix("|") ? nil : Sys.absolute(logFile), umask: 0o022, deadline: deadline
+        ) { _ in }
         if result["ok"]?.bool == true { exit(0) }
         die(result["message"]?.string ?? "the server did not start", code: Int32(result["exit"]?.int ?? 255))
     }

@@ -355,7 +355,9 @@ func outcomes(_ actions: [SupervisorAction]) -> [([RequestID], AttemptOutcome)] 
 
 @Suite struct HealthProbeStateMachineTests {
     func passed(_ status: Int = 200) -> ProbeResult { ProbeResult(status: status, detail: "OK", latency: .milliseconds(3), passed: true) }
-    func failed(_ status: Int = 500) -> ProbeResult { ProbeResult(status: status, detail: "Oops", latency: .milliseconds(3), passed: false) }
+    func failed(_ status: Int = 500) -> ProbeResult {
+        ProbeResult(status: status, detail: "Oops", latency: .milliseconds(3), passed: false)
+    }
 
     /// Brings generation 1 up through its probe.
     func serve(_ h: inout Harness) {
@@ -384,7 +386,9 @@ func outcomes(_ actions: [SupervisorAction]) -> [([RequestID], AttemptOutcome)] 
         #expect(h.phase(of: 2) == .probing)
         #expect(h.advance(0.2).contains(.probe(generation: 2)))
         let ok = h.send(.probeFinished(generation: 2, result: passed()))
-        #expect(signals(ok) == [.closeDoor(generation: 1), .signal(pid: 1000, signal: SIGTERM)].filter { if case .signal = $0 { true } else { false } })
+        #expect(
+            signals(ok)
+                == [.closeDoor(generation: 1), .signal(pid: 1000, signal: SIGTERM)].filter { if case .signal = $0 { true } else { false } })
         #expect(h.phase(of: 2) == .serving)
         #expect(outcomes(ok).first?.0 == [1])
     }

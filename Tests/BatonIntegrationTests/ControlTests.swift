@@ -5,7 +5,9 @@ import Testing
 
 /// Runs `baton ARGS` to completion; its exit code and output (stdout and stderr).
 @discardableResult
-func batonCommand(_ args: [String], in s: Scratch, env: [String]? = nil, timeout: Double = 60) -> (code: Int32?, output: String, seconds: Double) {
+func batonCommand(_ args: [String], in s: Scratch, env: [String]? = nil, timeout: Double = 60) -> (
+    code: Int32?, output: String, seconds: Double
+) {
     let started = Date()
     let c = Child(Binaries.baton, args, log: s.path + "/cmd-\(UUID().uuidString.prefix(8)).log", env: env, cwd: s.path)
     let code = c.wait(timeout)
@@ -26,7 +28,9 @@ struct Daemon {
         batonCommand([command] + where_ + options, in: s)
     }
 
-    var supervisorPid: pid_t? { (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+    var supervisorPid: pid_t? {
+        (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
 
     var port: UInt16? {
         guard let log = try? String(contentsOfFile: s.path + "/app.log", encoding: .utf8),
@@ -68,7 +72,9 @@ struct Daemon {
         }
         let jsonRestart = d.run("restart", ["--json"])
         #expect(jsonRestart.code == 0)
-        let lines = jsonRestart.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let lines = jsonRestart.output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
         #expect(lines.last?["type"] as? String == "result")
         #expect(lines.last?["generation"] as? Int == 3)
         #expect(lines.contains { $0["kind"] as? String == "ready" })
@@ -155,7 +161,10 @@ struct Daemon {
         let link = s.path + "/current"
         func deploy(_ release: String, extra: [String] = []) -> (code: Int32?, output: String, seconds: Double) {
             batonCommand(
-                ["deploy", "--pid-file", pid, "--release", s.path + "/releases/" + release, "--current", link, "--listen", "127.0.0.1:0", "--settle", "0"]
+                [
+                    "deploy", "--pid-file", pid, "--release", s.path + "/releases/" + release, "--current", link, "--listen", "127.0.0.1:0",
+                    "--settle", "0",
+                ]
                     + extra + ["--", Binaries.testapp, "--notify"], in: s)
         }
         let first = deploy("v1")
@@ -182,7 +191,10 @@ struct Daemon {
         let s = Scratch()
         s.release("slow", args: "--boot-delay 1500")
         let pid = s.path + "/app.pid"
-        let args = ["deploy", "--pid-file", pid, "--dir", s.path + "/releases/slow", "--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify"]
+        let args = [
+            "deploy", "--pid-file", pid, "--dir", s.path + "/releases/slow", "--listen", "127.0.0.1:0", "--settle", "0", "--ready",
+            "notify",
+        ]
         let first = Child(Binaries.baton, args + ["--", Binaries.testapp, "--notify"], log: s.path + "/d1.log", cwd: s.path)
         usleep(300_000)
         let impatient = batonCommand(args + ["--lock-timeout", "0.3s", "--", Binaries.testapp, "--notify"], in: s)
@@ -207,12 +219,14 @@ struct Daemon {
         // Another user cannot reach the control socket (mode 0600)...
         chmod(s.path, 0o755)
         let asNobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", Binaries.baton]
-        let denied = Child(asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody.log", cwd: "/")
+        let denied = Child(
+            asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody.log", cwd: "/")
         #expect(denied.wait() == 1)
         #expect(denied.log.contains("permission denied"), "\(denied.log)")
         // ...and even with the file opened up, the supervisor checks the peer's uid.
         chmod(s.path + "/app.control", 0o666)
-        let refused = Child(asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody2.log", cwd: "/")
+        let refused = Child(
+            asNobody[0], Array(asNobody.dropFirst()) + ["restart", "--pid-file", d.pidFile], log: s.path + "/nobody2.log", cwd: "/")
         #expect(refused.wait() == 1)
         #expect(refused.log.contains("only uid 0 may control"), "\(refused.log)")
         #expect(d.run("stop").code == 0)
@@ -227,7 +241,9 @@ struct Daemon {
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-            return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            return withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
         }
         #expect(rc == 0)
         var tv = timeval(tv_sec: 10, tv_usec: 0)

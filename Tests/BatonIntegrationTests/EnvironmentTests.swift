@@ -13,7 +13,9 @@ import Testing
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         listen(fd, 128)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
@@ -21,11 +23,13 @@ import Testing
         let parked = baton_fcntl_dupfd_cloexec(fd, 200)
         close(fd)
         defer { close(parked) }
-        let env = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + [
-            "LISTEN_FDS=1", "LISTEN_FDNAMES=web", "NOTIFY_SOCKET=/run/systemd/notify-of-baton-itself",
-        ]
+        let env =
+            ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + [
+                "LISTEN_FDS=1", "LISTEN_FDNAMES=web", "NOTIFY_SOCKET=/run/systemd/notify-of-baton-itself",
+            ]
         let c = Child(
-            "/bin/sh", ["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", Binaries.baton, "run", "--settle", "0", "--", Binaries.testapp, "--notify"],
+            "/bin/sh",
+            ["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", Binaries.baton, "run", "--settle", "0", "--", Binaries.testapp, "--notify"],
             log: s.path + "/log", env: env, cwd: s.path, fds: [parked])
         #expect(eventually(10) { c.log.contains(" serving") }, "\(c.log)")
         #expect(c.log.contains("adopted 1 socket(s) from systemd: 127.0.0.1:\(port)"))

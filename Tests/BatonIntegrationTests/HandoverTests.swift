@@ -5,7 +5,8 @@ import Testing
 /// Hand-over mode, in a private network namespace where the test may set
 /// net.ipv4.tcp_migrate_req without touching the machine's.
 @Suite(.serialized) struct HandoverTests {
-    static let available = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+    static let available =
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
         && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
 
     /// Runs restarts under load inside a new network namespace; returns the
@@ -26,7 +27,9 @@ import Testing
             kill -TERM $BP; wait $BP || true
             cat "$D/load.out"
             """
-        let c = Child("/usr/bin/unshare", ["-n", "/bin/sh", "-c", script, "sh", Binaries.baton, Binaries.testapp, s.path] + mode, log: s.path + "/scenario.log")
+        let c = Child(
+            "/usr/bin/unshare", ["-n", "/bin/sh", "-c", script, "sh", Binaries.baton, Binaries.testapp, s.path] + mode,
+            log: s.path + "/scenario.log")
         _ = c.wait(120)
         let out = c.log
         let log = (try? String(contentsOfFile: s.path + "/baton.log", encoding: .utf8)) ?? ""
@@ -41,7 +44,9 @@ import Testing
     func handoverLosesNothingWhereTheSharedSocketLosesInFlightRequests() {
         let shared = scenario(Scratch(), mode: [])
         let handover = scenario(Scratch(), mode: ["--handover"])
-        print("restarts under load, app exits at once on its signal: shared socket ok=\(shared.ok) failed=\(shared.failed); hand-over ok=\(handover.ok) failed=\(handover.failed)")
+        print(
+            "restarts under load, app exits at once on its signal: shared socket ok=\(shared.ok) failed=\(shared.failed); hand-over ok=\(handover.ok) failed=\(handover.failed)"
+        )
         #expect(handover.ok > 1000, "\(handover.out)\n\(handover.log)")
         #expect(handover.failed == 0, "\(handover.log)")
         #expect(handover.log.contains("gen 7 pid"), "six restarts: \(handover.log)")

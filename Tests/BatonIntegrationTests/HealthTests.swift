@@ -17,7 +17,8 @@ import Testing
         s.point(to: "broken")
         let broken = d.run("restart")
         #expect(broken.code == 6, "\(broken.output)")
-        #expect(broken.output.contains("500 Oops: unhealthy: migration 42 missing"), "the probe's answer is in the message: \(broken.output)")
+        #expect(
+            broken.output.contains("500 Oops: unhealthy: migration 42 missing"), "the probe's answer is in the message: \(broken.output)")
         s.point(to: "good")
         var times: [Double] = []
         for _ in 0..<5 {
@@ -34,7 +35,9 @@ import Testing
         #expect(body(httpGet(port: port))?.hasPrefix("good gen=") == true)
         let status = d.run("status", ["--json"]).output
         #expect(status.contains("\"last_probe\""))
-        print("health probe, settle 0: restarts took \(times.map { Int($0) }) ms; broken release refused; \(stats.ok) requests, \(stats.failed) failed")
+        print(
+            "health probe, settle 0: restarts took \(times.map { Int($0) }) ms; broken release refused; \(stats.ok) requests, \(stats.failed) failed"
+        )
         #expect(times.allSatisfy { $0 < 1000 }, "well under Server::Starter's 1 s interval: \(times)")
         #expect(d.run("stop").code == 0)
     }
@@ -44,7 +47,10 @@ import Testing
         s.release("sickly", args: "--unhealthy-after 500")
         s.point(to: "sickly")
         let b = Baton(
-            s, options: ["--dir", s.path + "/current", "--settle", "0", "--health", "/health", "--health-every", "0.2s", "--health-failures", "2"],
+            s,
+            options: [
+                "--dir", s.path + "/current", "--settle", "0", "--health", "/health", "--health-every", "0.2s", "--health-failures", "2",
+            ],
             app: ["--notify"])
         #expect(b.waitServing(1))
         // It turns unhealthy after 0.5 s; a new generation (healthy for its first 0.5 s) replaces it.
@@ -71,8 +77,10 @@ import Testing
         s.point(to: "good")
         let pid = s.path + "/app.pid"
         let start = batonCommand(
-            ["start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
-             "--ready-timeout", "6s", "--", "/usr/bin/gunicorn", "--workers", "2", "app:application"], in: s)
+            [
+                "start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
+                "--ready-timeout", "6s", "--", "/usr/bin/gunicorn", "--workers", "2", "app:application",
+            ], in: s)
         #expect(start.code == 0, "\(start.output)")
         let port = try #require(Daemon(s: s).port)
         #expect(body(httpGet(port: port)) == "gunicorn app\n")
@@ -80,7 +88,9 @@ import Testing
         s.point(to: "bad")
         let broken = batonCommand(["restart", "--pid-file", pid], in: s)
         #expect(broken.code == 6, "\(broken.output)")
-        #expect(broken.output.contains("says it is ready (READY=1)"), "gunicorn says READY=1 before its workers import the app: \(broken.output)")
+        #expect(
+            broken.output.contains("says it is ready (READY=1)"),
+            "gunicorn says READY=1 before its workers import the app: \(broken.output)")
         s.point(to: "good")
         let fine = batonCommand(["restart", "--pid-file", pid], in: s)
         #expect(fine.code == 0, "\(fine.output)")

@@ -12,7 +12,9 @@ final class SshServer {
     init?(_ s: Scratch) {
         self.s = s
         let p = s.path
-        for (file, args) in [("host", ["-q", "-t", "ed25519", "-N", "", "-f", p + "/host"]), ("id", ["-q", "-t", "ed25519", "-N", "", "-f", p + "/id"])] {
+        for (file, args) in [
+            ("host", ["-q", "-t", "ed25519", "-N", "", "-f", p + "/host"]), ("id", ["-q", "-t", "ed25519", "-N", "", "-f", p + "/id"]),
+        ] {
             let c = Child("/usr/bin/ssh-keygen", args, log: p + "/keygen-\(file).log")
             guard c.wait() == 0 else { return nil }
         }
@@ -43,7 +45,17 @@ final class SshServer {
         try? config.write(toFile: p + "/sshd_config", atomically: true, encoding: .utf8)
         child = Child("/usr/sbin/sshd", ["-D", "-e", "-f", p + "/sshd_config"], log: p + "/sshd.log")
         let port = self.port
-        guard eventually(10, { if case .failure(let e) = httpGet(port: port, timeout: 1), e.text.hasPrefix("connect") { return false } else { return true } }) else {
+        guard
+            eventually(
+                10,
+                {
+                    if case .failure(let e) = httpGet(port: port, timeout: 1), e.text.hasPrefix("connect") {
+                        return false
+                    } else {
+                        return true
+                    }
+                })
+        else {
             return nil
         }
     }
@@ -51,8 +63,10 @@ final class SshServer {
     /// Runs `command` on 127.0.0.1 over ssh, as deploy tools do.
     func run(_ command: String, tty: Bool) -> (code: Int32?, output: String, seconds: Double) {
         let started = Date()
-        var args = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                    "-i", key, "-p", String(port)]
+        var args = [
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-i", key, "-p", String(port),
+        ]
         if tty { args.append("-tt") }
         args += ["root@127.0.0.1", command]
         let c = Child("/usr/bin/ssh", args, log: s.path + "/ssh-\(UUID().uuidString.prefix(6)).log")
@@ -64,14 +78,16 @@ final class SshServer {
 }
 
 @Suite(.serialized) struct SshTests {
-    static let available = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd")
+    static let available =
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd")
         && FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh")
 
     @Test(.enabled(if: available, "needs root and openssh-server (installed by .ci/run)"), arguments: [false, true])
     func deployOverSshReturnsAtReadinessAndTheDaemonSurvives(tty: Bool) throws {
         let s = Scratch()
         chmod(s.path, 0o755)
-        let ssh = try #require(SshServer(s), "sshd did not start: \((try? String(contentsOfFile: s.path + "/sshd.log", encoding: .utf8)) ?? "")")
+        let ssh = try #require(
+            SshServer(s), "sshd did not start: \((try? String(contentsOfFile: s.path + "/sshd.log", encoding: .utf8)) ?? "")")
         s.release("v1")
         s.release("v2")
         let pid = s.path + "/app.pid"

@@ -21,7 +21,9 @@ extension Binaries {
 /// Server::Starter's documented behaviour, option by option, on our start_server.
 @Suite(.serialized) struct StartServerTests {
     func startServer(_ s: Scratch, _ args: [String], app: [String] = []) -> Child {
-        Child(Binaries.startServer, args + ["--", Binaries.testapp] + app, log: s.path + "/ss-\(UUID().uuidString.prefix(6)).log", cwd: s.path)
+        Child(
+            Binaries.startServer, args + ["--", Binaries.testapp] + app, log: s.path + "/ss-\(UUID().uuidString.prefix(6)).log", cwd: s.path
+        )
     }
 
     func run(_ s: Scratch, _ args: [String]) -> (code: Int32?, output: String) {
@@ -61,7 +63,8 @@ extension Binaries {
     @Test func statusFilePidFileRestartAndStop() throws {
         let s = Scratch()
         let p = freePort()
-        let pid = s.path + "/p", status = s.path + "/st"
+        let pid = s.path + "/p"
+        let status = s.path + "/st"
         let ss = startServer(s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.3"])
         #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
         let app1 = try #require(pidIn(body(httpGet(port: p))))
@@ -87,9 +90,14 @@ extension Binaries {
         s.release("broken", args: "--crash-at-boot")
         s.point(to: "good")
         let p = freePort()
-        let pid = s.path + "/p", status = s.path + "/st"
+        let pid = s.path + "/p"
+        let status = s.path + "/st"
         let ss = startServer(
-            s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.2", "--max-attempts=3", "--dir=\(s.path)/current"])
+            s,
+            [
+                "--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.2", "--max-attempts=3",
+                "--dir=\(s.path)/current",
+            ])
         #expect(eventually(10) { ss.log.contains(" serving") })
         s.point(to: "broken")
         let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)"])
@@ -104,7 +112,8 @@ extension Binaries {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/start_server") else { return }
         let s = Scratch()
         let p = freePort()
-        let pid = s.path + "/p", status = s.path + "/st"
+        let pid = s.path + "/p"
+        let status = s.path + "/st"
         let perl = Child(
             "/usr/bin/start_server", ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--", Binaries.testapp],
             log: s.path + "/perl.log", cwd: s.path)
@@ -133,8 +142,11 @@ extension Binaries {
         let p = freePort()
         let piped = s.path + "/piped.log"
         let ss = startServer(
-            s, ["--port=127.0.0.1:\(p)", "--interval=0", "--envdir=\(envdir)", "--log-file=| cat > \(piped)", "--enable-auto-restart",
-                "--auto-restart-interval=1", "--kill-old-delay=0"])
+            s,
+            [
+                "--port=127.0.0.1:\(p)", "--interval=0", "--envdir=\(envdir)", "--log-file=| cat > \(piped)", "--enable-auto-restart",
+                "--auto-restart-interval=1", "--kill-old-delay=0",
+            ])
         #expect(eventually(10) { body(httpGet(port: p)) != nil })
         let env = try #require(body(httpGet(port: p, path: "/env")))
         #expect(env.contains("FROM_ENVDIR=from the envdir  \n"), "Server::Starter keeps the first line as is: \(env)")
@@ -149,7 +161,8 @@ extension Binaries {
         let p = freePort()
         let pid = s.path + "/p"
         let log = s.path + "/daemon.log"
-        let r = run(s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:\(p)", "--interval=0.2", "--", Binaries.testapp])
+        let r = run(
+            s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:\(p)", "--interval=0.2", "--", Binaries.testapp])
         #expect(r.code == 0, "\(r.output)")
         #expect(body(httpGet(port: p)) != nil)
         #expect(run(s, ["--stop", "--pid-file=\(pid)"]).code == 0)

@@ -139,7 +139,9 @@ import Testing
         let s = Scratch()
         let sock = s.path + "/app.sock"
         let status = s.path + "/status"
-        let b = Baton(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--status-file", status], app: ["--notify", "--workers", "2"])
+        let b = Baton(
+            s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--status-file", status],
+            app: ["--notify", "--workers", "2"])
         #expect(b.waitServing(1))
         let port = try #require(b.port)
         let pid = try #require(pgidIn(body(httpGet(port: port, path: "/env"))))

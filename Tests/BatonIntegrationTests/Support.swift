@@ -174,7 +174,9 @@ struct HTTPFailure: Error, Hashable, CustomStringConvertible {
 }
 
 /// One HTTP/1.1 request on a fresh connection; the response, or the error.
-func httpGet(port: UInt16? = nil, unixPath: String? = nil, host: String = "127.0.0.1", path: String = "/", timeout: Int = 10) -> Result<String, HTTPFailure> {
+func httpGet(port: UInt16? = nil, unixPath: String? = nil, host: String = "127.0.0.1", path: String = "/", timeout: Int = 10) -> Result<
+    String, HTTPFailure
+> {
     let fd: Int32
     if let unixPath {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -219,7 +221,9 @@ func httpGet(port: UInt16? = nil, unixPath: String? = nil, host: String = "127.0
     var tv = timeval(tv_sec: timeout, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     let request = "GET \(path) HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    guard request.withCString({ write(fd, $0, strlen($0)) }) > 0 else { return .failure(HTTPFailure("write: \(String(cString: strerror(errno)))")) }
+    guard request.withCString({ write(fd, $0, strlen($0)) }) > 0 else {
+        return .failure(HTTPFailure("write: \(String(cString: strerror(errno)))"))
+    }
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 4096)
     while true {
@@ -229,7 +233,9 @@ func httpGet(port: UInt16? = nil, unixPath: String? = nil, host: String = "127.0
         data += buf[0..<n]
     }
     let text = String(decoding: data, as: UTF8.self)
-    guard text.hasPrefix("HTTP/1.1 200") else { return .failure(HTTPFailure(text.isEmpty ? "empty response" : "status: \(text.prefix(40))")) }
+    guard text.hasPrefix("HTTP/1.1 200") else {
+        return .failure(HTTPFailure(text.isEmpty ? "empty response" : "status: \(text.prefix(40))"))
+    }
     return .success(text)
 }
 
@@ -302,7 +308,9 @@ func processGroupMembers(_ pgid: pid_t) -> [pid_t] {
 
 /// True when `pid` is gone (or a zombie).
 func isGone(_ pid: pid_t) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        return true
+    }
     return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
 }
 
