@@ -193,10 +193,22 @@ public enum Listeners {
     private static func bindError(_ address: ListenAddress, errno e: Int32, port: UInt16) -> BatonError {
         switch e {
         case EADDRINUSE:
-            let owner = portOwner(port).map { " (by pid \($0.pid) '\($0.command)')" } ?? ""
+            guard let owner = portOwner(port) else {
+                return BatonError(
+                    .bindFailed, "\(address) is already in use; stop that process or choose another address with --listen", errno: e)
+            }
+            if let generation = orphanedGeneration(owner.pid) {
+                // A generation whose supervisor was killed keeps serving on the
+                // inherited socket: say so, and how to take over.
+                return BatonError(
+                    .bindFailed,
+                    "\(address) is held by pid \(owner.pid) '\(owner.command)', generation \(generation) of a baton supervisor that is gone; "
+                        + "it still serves. Stop it with 'kill -TERM -\(owner.pid)' (its process group) and start baton again",
+                    errno: e)
+            }
             return BatonError(
                 .bindFailed,
-                "\(address) is already in use\(owner); stop that process or choose another address with --listen",
+                "\(address) is already in use (by pid \(owner.pid) '\(owner.command)'); stop that process or choose another address with --listen",
                 errno: e)
         case EACCES:
             return BatonError(
@@ -208,6 +220,24 @@ public enum Listeners {
         default:
             return BatonError(.bindFailed, "cannot listen on \(address): \(Sys.describe(errno: e))", errno: e)
         }
+    }
+
+    /// The generation number of `pid` if it is an app generation whose
+    /// supervisor is gone (BATON_GENERATION in its environment, and no
+    /// live baton parent).
+    static func orphanedGeneration(_ pid: Int32) -> String? {
+        guard let env = Sys.readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
+        let generation = env.split(separator: 0).lazy.map { String(decoding: $0, as: UTF8.self) }
+            .first { $0.hasPrefix("BATON_GENERATION=") }.map { String($0.dropFirst("BATON_GENERATION=".count)) }
+        guard let generation else { return nil }
+        // Its parent: a supervisor, or init/a subreaper after the supervisor died.
+        guard let stat = Sys.readFile("/proc/\(pid)/stat", limit: 4096),
+            let close = stat.lastIndex(of: UInt8(ascii: ")"))
+        else { return generation }
+        let fields = stat[(close + 2)...].split(separator: UInt8(ascii: " "))
+        guard fields.count > 1, let ppid = Int32(String(decoding: fields[1], as: UTF8.self)) else { return generation }
+        let parent = Sys.commandLine(of: ppid) ?? ""
+        return parent.contains("baton") || parent.contains("start_server") ? nil : generation
     }
 
     /// The process holding a listening TCP socket on `port`, from /proc.

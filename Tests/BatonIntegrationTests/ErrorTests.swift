@@ -108,3 +108,26 @@ import Testing
         c.wait()
     }
 }
+
+/// What happens when the supervisor itself is killed.
+@Suite(.serialized) struct SupervisorKilledTests {
+    @Test func theOrphanedGenerationServesOnAndANewBatonSaysSo() throws {
+        let s = Scratch()
+        let b = Baton(s, options: ["--settle", "0"], app: ["--notify"])
+        #expect(b.waitServing(1))
+        let port = try #require(b.port)
+        let app = try #require(pidIn(body(httpGet(port: port))))
+        kill(b.child.pid, SIGKILL)
+        b.child.wait()
+        // Documented fate: the generation keeps serving on the inherited socket.
+        #expect(body(httpGet(port: port))?.contains("pid=\(app)") == true)
+        let c = Child(
+            Binaries.baton, ["run", "--listen", "127.0.0.1:\(port)", "--", Binaries.testapp], log: s.path + "/second.log", cwd: s.path)
+        #expect(c.wait(10) == 8)
+        #expect(c.log.contains("is held by pid \(app)"), "\(c.log)")
+        #expect(c.log.contains("generation 1 of a baton supervisor that is gone"))
+        #expect(c.log.contains("kill -TERM -\(app)"))
+        kill(-app, SIGTERM)
+        #expect(eventually(5) { isGone(app) })
+    }
+}
