@@ -82,10 +82,10 @@ enum Features {
 }
 
 /// Runs a command to its end (at most `timeout` seconds); its exit status and output (stdout and stderr).
-func run(_ path: String, _ args: [String], cwd: String? = nil, timeout: Double = 30) -> (status: Int32, output: String) {
+func run(_ path: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:], timeout: Double = 30) -> (status: Int32, output: String) {
     let log = NSTemporaryDirectory() + "classic-run-" + UUID().uuidString.prefix(8) + ".log"
     defer { unlink(log) }
-    let child = Child(path, args, log: log, cwd: cwd)
+    let child = Child(path, args, log: log, cwd: cwd, env: env)
     let status = child.wait(timeout) ?? -1
     return (status, child.log)
 }
