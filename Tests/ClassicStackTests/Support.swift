@@ -49,8 +49,14 @@ enum Paths {
 /// The servers of the classic stack, when installed (.ci/run installs them).
 enum Tools {
     static let starman = Paths.tool("starman")
-    /// Debian's Perl `start_server` (libserver-starter-perl), never ours.
-    static let perlStartServer = FileManager.default.isExecutableFile(atPath: "/usr/bin/start_server") ? "/usr/bin/start_server" : nil
+    /// Debian's Perl `start_server` (libserver-starter-perl), never ours: a Perl
+    /// script at /usr/bin/start_server, or where dpkg-divert moved it.
+    static let perlStartServer: String? = ["/usr/bin/start_server", "/usr/bin/start_server.perl"].first { path in
+        guard FileManager.default.isExecutableFile(atPath: path), let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        let head = String(decoding: (try? handle.read(upToCount: 64)) ?? Data(), as: UTF8.self)
+        return head.hasPrefix("#!") && head.split(separator: "\n").first?.contains("perl") == true
+    }
     static let nginx = Paths.tool("nginx")
     static let varnishd = Paths.tool("varnishd")
     static let wrk = Paths.tool("wrk")
