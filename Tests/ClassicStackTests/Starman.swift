@@ -2,6 +2,9 @@ import Foundation
 import Glibc
 import Testing
 
+// Starman under each supervisor, a private network namespace for hand-over,
+// and the measurement of failed requests over restarts under wrk.
+
 /// The supervisors the Starman tests compare.
 enum Supervisor: String, Sendable, CustomStringConvertible {
     /// Debian's Perl Server::Starter.
@@ -228,94 +231,6 @@ func report(_ title: String, _ figures: [RestartFigures]) {
     print(text)
 }
 
-/// Starman behind the supervisors: in-flight requests, release switches and
-/// restarts under load, measured against Perl's start_server in the same run.
-@Suite(.serialized, .enabled(if: Tools.hasStarman, "needs starman and libplack-perl (installed by .ci/run)"))
-struct StarmanTests {
-    /// A slow request in flight when the restart starts gets its 200 from the old generation.
-    func slowRequestSurvives(_ supervisor: Supervisor) throws {
-        let scratch = Scratch("starman")
-        let s = StarmanUnder(supervisor, scratch: scratch, dir: Paths.examples + "/psgi/releases/v1")
-        defer { s.stop() }
-        try #require(s.waitAlone(newerThan: 0) != nil, "\(s.log)")
-        #expect(eventually(10) { body(httpGet(.tcp(s.port), "/health")) == "ok\n" })
-        let before = try #require(body(httpGet(.tcp(s.port))))
-        let slow = Threaded { httpGet(.tcp(s.port), "/slow?ms=4000", timeout: 20) }
-        usleep(300_000)
-        let new = s.restart()
-        #expect(new != nil, "\(s.log)")
-        let answer = try slow.value.get()
-        #expect(answer.status == 200)
-        // Answered by generation 1, the old one, after the new one took over.
-        #expect(answer.body.hasPrefix("v1 gen=1 "))
-        #expect(before.hasPrefix("v1 gen=1 "))
-        let after = try #require(body(httpGet(.tcp(s.port))))
-        #expect(after.hasPrefix("v1 gen=\(new ?? 0) "))
-        #expect(s.stop() == 0)
-    }
-
-    /// `--dir` names a `current` symlink: re-point it, HUP, and the new release serves.
-    func releaseSwitch(_ supervisor: Supervisor) throws {
-        let scratch = Scratch("starman")
-        scratch.point(to: Paths.examples + "/psgi/releases/v1")
-        let s = StarmanUnder(supervisor, scratch: scratch, dir: scratch.file("current"))
-        defer { s.stop() }
-        try #require(s.waitAlone(newerThan: 0) != nil, "\(s.log)")
-        #expect(eventually(10) { body(httpGet(.tcp(s.port)))?.hasPrefix("v1 gen=1 ") == true })
-        scratch.point(to: Paths.examples + "/psgi/releases/v2")
-        let second = try #require(s.restart(), "\(s.log)")
-        #expect(body(httpGet(.tcp(s.port)))?.hasPrefix("v2 gen=\(second) ") == true)
-        scratch.point(to: Paths.examples + "/psgi/releases/v1")
-        let third = try #require(s.restart(), "\(s.log)")
-        #expect(body(httpGet(.tcp(s.port)))?.hasPrefix("v1 gen=\(third) ") == true)
-        #expect(s.stop() == 0)
-    }
-
-    @Test func aSlowRequestSurvivesARestartUnderBaton() throws { try slowRequestSurvives(.baton) }
-
-    @Test func aReleaseSwitchUnderBaton() throws { try releaseSwitch(.baton) }
-
-    @Test(.enabled(if: Features.ourStartServer, "our start_server is not built yet"))
-    func aSlowRequestSurvivesARestartUnderOurStartServer() throws { try slowRequestSurvives(.ours) }
-
-    @Test(.enabled(if: Features.ourStartServer, "our start_server is not built yet"))
-    func aReleaseSwitchUnderOurStartServer() throws { try releaseSwitch(.ours) }
-
-    @Test(.enabled(if: Tools.perlStartServer != nil, "needs Debian's start_server (libserver-starter-perl)"))
-    func aSlowRequestSurvivesARestartUnderPerlStartServer() throws { try slowRequestSurvives(.perl) }
-
-    /// Eight restarts under wrk -c32 with `Connection: close`, each supervisor in
-    /// turn in the same run. Starman itself drops a few connections at each
-    /// restart of a shared socket (docs/starman-restarts.md), so the figures of
-    /// the shared-socket supervisors are draws from one distribution: Baton's
-    /// must not be worse than Perl's beyond that noise.
-    @Test(.enabled(if: Tools.wrk != nil && Tools.perlStartServer != nil, "needs wrk and Debian's start_server"))
-    func restartsUnderLoadAgainstPerlStartServer() throws {
-        let scratch = Scratch("starman-load")
-        let restarts = 8
-        var figures: [RestartFigures] = []
-        for supervisor in [Supervisor.perl, .baton, .ours] where supervisor.available {
-            if let f = measureStarmanRestarts(supervisor, restarts: restarts, scratch: scratch) { figures.append(f) }
-        }
-        report("Starman, \(restarts) restarts, wrk -c32 Connection: close, shared socket", figures)
-        let perl = try #require(figures.first { $0.supervisor == .perl })
-        for f in figures where f.supervisor != .perl {
-            #expect(f.restarts == restarts)
-            #expect(
-                f.wrk.failed <= Self.sameDistributionBound(perl.wrk.failed),
-                "\(f.supervisor) lost \(f.wrk.failed), Perl start_server \(perl.wrk.failed)")
-        }
-    }
-
-    /// The most one shared-socket supervisor may lose when Perl's start_server
-    /// lost `perl` in the same run: both are Starman's own losses (a Poisson-like
-    /// count, about one per restart here), so a fixed margin of three standard
-    /// deviations of the difference of two such counts.
-    static func sameDistributionBound(_ perl: Int) -> Int {
-        perl + Int((3 * (2 * Double(max(perl, 4))).squareRoot()).rounded(.up))
-    }
-}
-
 /// Runs `body` on a thread of its own; `value` waits for its result.
 final class Threaded<T: Sendable>: @unchecked Sendable {
     private var result: T?
@@ -332,102 +247,5 @@ final class Threaded<T: Sendable>: @unchecked Sendable {
         done.wait()
         done.signal()
         return result!
-    }
-}
-
-/// Hand-over mode with Starman, in a private network namespace where the test
-/// may set `net.ipv4.tcp_migrate_req=1` without touching the machine's: the
-/// supervisors, Starman and wrk all run inside it (through nsenter).
-@Suite(
-    .serialized,
-    .enabled(if: Tools.hasStarman && Tools.wrk != nil, "needs starman, libplack-perl and wrk (installed by .ci/run)"),
-    .enabled(if: Features.privateNetwork, "needs root, unshare, nsenter, ip and sysctl for a private network namespace"),
-    .enabled(if: Features.batonHandover, "baton has no --handover yet")
-)
-struct HandoverTests {
-    /// Eight restarts under wrk for each supervisor and mode, in one namespace,
-    /// one run: hand-over loses nothing, the shared socket loses what Starman drops.
-    @Test func starmanRestartsUnderLoadWithAndWithoutHandover() throws {
-        let scratch = Scratch("handover")
-        let network = PrivateNetwork(scratch)
-        try #require(network.ready, "\(network.holder.log)")
-        let restarts = 8
-        var figures: [RestartFigures] = []
-        for supervisor in [Supervisor.perl, .baton, .batonHandover, .ours, .oursHandover] where supervisor.available {
-            if let f = measureStarmanRestarts(supervisor, restarts: restarts, scratch: scratch, network: network) { figures.append(f) }
-        }
-        report("Starman, \(restarts) restarts, wrk -c32 Connection: close, private network namespace, tcp_migrate_req=1", figures)
-        let perl = figures.first { $0.supervisor == .perl }
-        for f in figures where f.supervisor == .batonHandover || f.supervisor == .oursHandover {
-            #expect(f.restarts == restarts)
-            #expect(f.wrk.failed == 0, "\(f)")
-            if let perl { #expect(f.wrk.failed <= perl.wrk.failed, "\(f) against \(perl)") }
-        }
-        for f in figures where f.supervisor == .baton || f.supervisor == .ours {
-            if let perl {
-                #expect(f.wrk.failed <= StarmanTests.sameDistributionBound(perl.wrk.failed), "\(f) against \(perl)")
-            }
-        }
-    }
-
-    /// nginx in front of Starman: the 502s a shared socket costs (the
-    /// connections Starman drops reach nginx, which has no other server to try),
-    /// and none with hand-over.
-    @Test(.enabled(if: Tools.nginx != nil, "needs nginx (installed by .ci/run)"))
-    func nginxInFrontOfStarmanWithAndWithoutHandover() throws {
-        let scratch = Scratch("handover-nginx")
-        let network = PrivateNetwork(scratch)
-        try #require(network.ready, "\(network.holder.log)")
-        let restarts = 8
-        var figures: [RestartFigures] = []
-        for supervisor in [Supervisor.perl, .baton, .batonHandover] where supervisor.available {
-            if let f = measureStarmanRestarts(supervisor, restarts: restarts, scratch: scratch, network: network, throughNginx: true) {
-                figures.append(f)
-            }
-        }
-        report("wrk -> nginx -> Starman --disable-keepalive, \(restarts) restarts, private network namespace", figures)
-        for f in figures where f.supervisor == .batonHandover {
-            #expect(f.restarts == restarts)
-            #expect(f.wrk.failed == 0, "\(f)")
-        }
-    }
-
-    /// A slow request in flight on the old generation still completes when its
-    /// listener is shut down and Starman gets QUIT; the next answers come from
-    /// the new generation.
-    @Test func aSlowRequestSurvivesAHandover() throws {
-        let scratch = Scratch("handover")
-        let network = PrivateNetwork(scratch)
-        try #require(network.ready, "\(network.holder.log)")
-        let s = StarmanUnder(.batonHandover, scratch: scratch, dir: Paths.examples + "/psgi/releases/v1", prefix: network.prefix)
-        defer { s.stop() }
-        try #require(s.waitAlone(newerThan: 0) != nil, "\(s.log)")
-        // The test's own client cannot reach into the namespace: curl through nsenter.
-        let curl = try #require(Paths.tool("curl"), "needs curl")
-        let url = "http://127.0.0.1:\(s.port)"
-        #expect(eventually(10) { run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-sf", url + "/health"]).output == "ok\n" })
-        let slow = Threaded { run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-s", "-w", " %{http_code}", url + "/slow?ms=4000"]) }
-        usleep(300_000)
-        let new = s.restart()
-        #expect(new != nil, "\(s.log)")
-        let answer = slow.value.output
-        #expect(answer.hasPrefix("v1 gen=1 ") && answer.hasSuffix(" 200"), "\(answer)")
-        let after = run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-s", url + "/"]).output
-        #expect(after.hasPrefix("v1 gen=\(new ?? 0) "), "\(after)")
-        #expect(s.stop() == 0)
-    }
-
-    /// With the sysctl at 0, hand-over mode refuses to start and says why.
-    @Test func handoverRefusesWithoutQueueMigration() throws {
-        let scratch = Scratch("handover")
-        let network = PrivateNetwork(scratch, migrateRequests: false)
-        try #require(network.ready, "\(network.holder.log)")
-        var commands: [[String]] = [[Paths.baton, "run", "--handover", "--listen", "127.0.0.1:8080"]]
-        if Features.startServerHandover { commands.append([Paths.startServer, "--handover", "--port=127.0.0.1:8080"]) }
-        for command in commands {
-            let r = run(network.prefix[0], Array(network.prefix.dropFirst()) + command + ["--", "/bin/sleep", "60"], timeout: 10)
-            #expect(r.status != 0 && r.status != -1, "\(command[0]) exited \(r.status)")
-            #expect(r.output.contains("net.ipv4.tcp_migrate_req=1"), "\(r.output)")
-        }
     }
 }

@@ -1,0 +1,60 @@
+import Foundation
+import Glibc
+import Testing
+
+extension ClassicStack {
+    /// nginx in front of baton (TCP and unix socket): restarts and a broken deploy
+    /// under load cost no request and no 5xx at the client.
+    @Suite(.serialized, .enabled(if: Tools.nginx != nil, "needs nginx (installed by .ci/run)"))
+    struct NginxTests {
+        @Test(arguments: ["tcp", "unix"])
+        func restartsAndABrokenDeployBehindNginx(_ transport: String) throws {
+            let scratch = Scratch("nginx")
+            scratch.testappRelease("v1")
+            scratch.testappRelease("v2")
+            scratch.testappRelease("broken", args: "--crash-at-boot")
+            scratch.point(to: scratch.file("releases/v1"))
+            let appPort = freePort()
+            let socketPath = scratch.file("app.sock")
+            let command = [Paths.testapp, "--notify"]
+            let baton = BatonRun(
+                scratch, listen: ["127.0.0.1:\(appPort)", "unix:\(socketPath)"],
+                // nginx's workers run as another user: they must be able to connect.
+                options: ["--socket-mode", "0666", "--dir", scratch.file("current"), "--ready", "notify", "--settle", "0.3"],
+                command: command)
+            defer { baton.stop() }
+            try #require(baton.waitServing(1), "\(baton.log)")
+            let nginx = try Nginx(scratch, upstream: transport == "tcp" ? "127.0.0.1:\(appPort)" : "unix:\(socketPath)")
+            defer { nginx.stop() }
+            try #require(eventually(10) { body(httpGet(.tcp(nginx.port)))?.hasPrefix("v1 gen=1 ") == true })
+
+            let load = Load(.tcp(nginx.port), clients: 8, maxSeconds: 90)
+            for n in 2...6 {
+                baton.hup()
+                guard baton.waitServing(n) else {
+                    Issue.record("generation \(n) did not take over\n\(baton.log)")
+                    break
+                }
+            }
+            // A broken release: deploy fails (6), `current` is pointed back, v1 keeps serving.
+            let broken = baton.deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
+            #expect(broken.status == 6, "\(broken.output)")
+            #expect(Paths.realPath(scratch.file("current")) == Paths.realPath(scratch.file("releases/v1")))
+            // Then a good one.
+            let good = baton.deploy(release: scratch.file("releases/v2"), current: scratch.file("current"), command: command)
+            #expect(good.status == 0, "\(good.output)")
+            usleep(500_000)
+            let stats = load.stop()
+
+            print("nginx -> baton over \(transport): 5 restarts and 2 deploys (one broken): \(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)")
+            #expect(stats.failed == 0, "\(stats.errors)")
+            #expect(stats.serverErrors == 0)
+            #expect(stats.ok > 500)
+            #expect(stats.releases == ["v1", "v2"])
+            #expect(body(httpGet(.tcp(nginx.port)))?.hasPrefix("v2 gen=8 ") == true)
+            #expect(baton.count("exited with exit code 1 before it was ready") >= 1)
+            #expect(nginx.errors("no live upstreams").isEmpty)
+            #expect(baton.stop() == 0)
+        }
+    }
+}
