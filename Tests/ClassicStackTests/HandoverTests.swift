@@ -70,19 +70,19 @@ extension ClassicStack {
             let s = StarmanUnder(.batonHandover, scratch: scratch, dir: Paths.examples + "/psgi/releases/v1", prefix: network.prefix)
             defer { s.stop() }
             try #require(s.waitAlone(newerThan: 0) != nil, "\(s.log)")
-            // The test's own client cannot reach into the namespace: curl through nsenter.
-            let curl = try #require(Paths.tool("curl"), "needs curl")
-            let url = "http://127.0.0.1:\(s.port)"
-            #expect(eventually(10) { run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-sf", url + "/health"]).output == "ok\n" })
-            let slow = Threaded { run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-s", "-w", " %{http_code}", url + "/slow?ms=4000"]) }
-            usleep(300_000)
-            let new = s.restart()
-            #expect(new != nil, "\(s.log)")
-            let answer = slow.value.output
-            #expect(answer.hasPrefix("v1 gen=1 ") && answer.hasSuffix(" 200"), "\(answer)")
-            let after = run(network.prefix[0], Array(network.prefix.dropFirst()) + [curl, "-s", url + "/"]).output
-            #expect(after.hasPrefix("v1 gen=\(new ?? 0) "), "\(after)")
-            #expect(s.stop() == 0)
+            // The test's own client, on threads that entered the namespace.
+        let port = s.port
+        #expect(network.perform { eventually(10) { body(httpGet(.tcp(port), "/health")) == "ok\n" } })
+        let slow = Threaded { network.perform { httpGet(.tcp(port), "/slow?ms=4000", timeout: 20) } }
+        usleep(300_000)
+        let new = s.restart()
+        #expect(new != nil, "\(s.log)")
+        let answer = try slow.value.get()
+        #expect(answer.status == 200)
+        #expect(answer.body.hasPrefix("v1 gen=1 "), "\(answer.body)")
+        let after = network.perform { body(httpGet(.tcp(port))) }
+        #expect(after?.hasPrefix("v1 gen=\(new ?? 0) ") == true, "\(after ?? "no answer")")
+        #expect(s.stop() == 0)
         }
 
         /// With the sysctl at 0, hand-over mode refuses to start and says why.
