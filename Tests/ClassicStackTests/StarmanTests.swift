@@ -63,7 +63,8 @@ extension ClassicStack {
         /// turn in the same run. Starman itself drops a few connections at each
         /// restart of a shared socket (docs/starman-restarts.md), so the figures of
         /// the shared-socket supervisors are draws from one distribution: Baton's
-        /// must not be worse than Perl's beyond that noise.
+        /// must not be worse than Perl's beyond that noise, and must have no
+        /// failure of another kind.
         @Test(.enabled(if: Tools.wrk != nil && Tools.perlStartServer != nil, "needs wrk and Debian's start_server"))
         func restartsUnderLoadAgainstPerlStartServer() throws {
             let scratch = Scratch("starman-load")
@@ -76,18 +77,23 @@ extension ClassicStack {
             let perl = try #require(figures.first { $0.supervisor == .perl })
             for f in figures where f.supervisor != .perl {
                 #expect(f.restarts == restarts)
-                #expect(
-                    f.wrk.failed <= Self.sameDistributionBound(perl.wrk.failed),
-                    "\(f.supervisor) lost \(f.wrk.failed), Perl start_server \(perl.wrk.failed)")
+                Self.expectOnlyStarmansLosses(f, against: perl)
             }
         }
 
-        /// The most one shared-socket supervisor may lose when Perl's start_server
-        /// lost `perl` in the same run: both are Starman's own losses (a Poisson-like
-        /// count, about one per restart here), so a fixed margin of three standard
-        /// deviations of the difference of two such counts.
-        static func sameDistributionBound(_ perl: Int) -> Int {
-            perl + Int((3 * (2 * Double(max(perl, 4))).squareRoot()).rounded(.up))
+        /// What a shared-socket supervisor may lose when Perl's start_server lost
+        /// `perl.wrk.failed` in the same run. Starman's own losses are connections
+        /// reset after it accepted them (wrk "read" errors): a random count, about
+        /// one per restart, so one run of Baton may lose more than one run of Perl.
+        /// They may exceed Perl's by at most five standard deviations of the
+        /// difference of two such counts (about 0.5 % of runs fail by chance when
+        /// the counts are twice as spread as Poisson counts, as seen here).
+        /// Anything else (refused connections, timeouts, errors) would be the
+        /// supervisor's doing: none is allowed.
+        static func expectOnlyStarmansLosses(_ f: RestartFigures, against perl: RestartFigures) {
+            let bound = perl.wrk.failed + Int((5 * (2 * Double(max(perl.wrk.failed, 4))).squareRoot()).rounded(.up))
+            #expect(f.wrk.readErrors <= bound, "\(f) against \(perl)")
+            #expect(f.wrk.failed == f.wrk.readErrors, "\(f): failures that are not Starman's")
         }
     }
 }
