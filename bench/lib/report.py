@@ -1,0 +1,285 @@
+"""Turns bench/run's figures into latest.md (tables) and latest.png (the
+timeline of one run of each supervisor during restarts)."""
+
+import math
+
+from png import Canvas
+
+
+def _ms(seconds):
+    return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _s(seconds):
+    return "–" if seconds is None else f"{seconds:.2f} s"
+
+
+def _mb(kb):
+    return "–" if kb is None else f"{kb / 1024:.1f} MB"
+
+
+def _num(n):
+    return "–" if n is None else f"{n:,}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+SUPERVISOR_NAMES = {
+    "perl": "Perl start_server",
+    "baton": "baton run",
+    "ours": "start_server (ours)",
+    "baton --handover": "baton run --handover",
+    "ours --handover": "start_server (ours) --handover",
+}
+
+
+def write_markdown(data, path):
+    m = data["machine"]
+    v = m["versions"]
+    out = []
+    out.append("# Baton benchmark: latest run\n")
+    out.append(f"`{data['command']}` ({data['mode']} mode), {m['date']}, {data.get('elapsed_s', 0) / 60:.1f} min.\n")
+    out.append(
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, {m['os']}; load average at start "
+        f"{' '.join(m['load_average_at_start'])}; {'a private network namespace (tcp_migrate_req=1)' if m['private_network_namespace'] else 'the machine network namespace'}.\n"
+    )
+    out.append(
+        f"Versions: {v['swift']}; Perl {v['perl']}, Server::Starter {v['Server::Starter']}, Starman {v['starman']}, "
+        f"Net::Server {v['Net::Server']}; {v['nginx']}; {v['wrk']}; Baton {v['baton']}.\n"
+    )
+    sc = data["scenarios"]
+
+    if "failed" in sc:
+        f = sc["failed"]
+        out.append("\n## 1. Failed requests during restarts\n")
+        if "error" in f and "runs" not in f:
+            out.append(f"Error: {f['error']}\n")
+        else:
+            out.append(
+                f"wrk, 64 connections, {f['restarts_per_run']} restarts one after another (each waited for until the new "
+                "generation is listed and the old one has left the status file, at most 3 s, then 0.3 s), 2 s of load before "
+                "and after. Starman: 4 workers, `--signal-on-hup=QUIT` (behind nginx `--disable-keepalive`, as "
+                "examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: examples/nginx/myapp.conf. "
+                "Failed = socket errors + non-2xx. With keep-alive, a connection the server closes between two requests "
+                "counts as a read error in wrk (a browser or nginx would retry it).\n\n"
+            )
+            rows = []
+            for r in f["runs"]:
+                where = f"{r['app']}, {'keep-alive' if r['keepalive'] else 'close'}, {'nginx' if r['nginx'] else 'direct'}"
+                if "error" in r:
+                    rows.append([where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), "error", "", "", "", "", "", "", ""])
+                    continue
+                rows.append([
+                    where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), r["restarts"], _num(r["requests"]),
+                    f"**{r['failed']}**", r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
+                    f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
+                ])
+            out.append(_table(["app, connections, path", "supervisor", "restarts", "requests", "failed", "non-2xx",
+                               "socket errors c/r/w/t", "p50 ms", "p99 ms", "max ms"], rows))
+
+    if "latency" in sc:
+        lat = sc["latency"]
+        out.append("\n## 2. Restart latency\n")
+        if "variants" not in lat:
+            out.append(f"Error: {lat.get('error')}\n")
+        else:
+            out.append(
+                f"The test app (baton-testapp), no load, {lat['restarts_per_variant']} restarts per variant, in turn. From the "
+                "restart command to: the new generation serving (baton: its `serving` event, when the old one is signalled; "
+                "Server::Starter: the status file lists the new generation, which is when it signals the old one), the old "
+                "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
+                "Perl's `start_server --restart` polls the status file once a second).\n\n"
+            )
+            rows = []
+            for r in lat["variants"]:
+                rows.append([r["variant"], f"`{r['command']}`", _ms(r["serving"]["median_s"]), _ms(r["serving"]["max_s"]),
+                             _ms(r["old_exited"]["median_s"]), _ms(r["old_exited"]["max_s"]),
+                             _ms(r["returned"]["median_s"]), _ms(r["returned"]["max_s"])])
+            out.append(_table(["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"], rows))
+
+    if "overhead" in sc:
+        o = sc["overhead"]
+        out.append("\n## 3. Overhead\n")
+        if "rows" not in o:
+            out.append(f"Error: {o.get('error')}\n")
+        else:
+            out.append(
+                f"wrk -t2 -c64 for {o['seconds']} s, {o['rounds']} round(s), the setups in turn; the demo with keep-alive, Starman "
+                "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
+                "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
+            )
+            rows = []
+            for r in o["rows"]:
+                setup = "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"])
+                rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['p99_ms']:.2f}"])
+            out.append(_table(["app", "setup", "requests/s", "ratio to direct", "p99 ms"], rows))
+
+    if "footprint" in sc:
+        fp = sc["footprint"]
+        out.append("\n## 4. Footprint\n")
+        if "rows" not in fp:
+            out.append(f"Error: {fp.get('error')}\n")
+        else:
+            first = fp["rows"][0]
+            out.append(
+                f"The supervisor process alone (not the app), the test app under each. Idle: {first['idle']['seconds']} s "
+                f"side by side. Then {first['restarts']['count']} restarts each, in turn (HUP, until the old generation is gone). "
+                "CPU time from /proc/PID/task/*/schedstat, context switches of every thread.\n\n"
+            )
+            rows = []
+            for r in fp["rows"]:
+                i, b = r["idle"], r["restarts"]
+                rows.append([r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
+                             i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
+                             b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])])
+            out.append(_table(["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches",
+                               "restarts: CPU ms", "ctx switches", "RSS peak", "median restart"], rows))
+
+    if "scale" in sc:
+        s = sc["scale"]
+        out.append("\n## 5. Scale\n")
+        if "rows" not in s:
+            out.append(f"Error: {s.get('error')}\n")
+        else:
+            out.append(
+                "The test app on 1, 4 and 16 listeners, restarts under wrk -t2 -c8 (`Connection: close`) on the last "
+                "listener; each supervisor at its fastest safe setting (Perl's start_server has no readiness: --interval=0 "
+                "signals the old generation at once).\n\n"
+            )
+            rows = [[r["listeners"], r["supervisor"], r["restarts"], _ms(r["median_restart_s"]), _ms(r["max_restart_s"]),
+                     _num(r["requests"]), r["failed"], _mb(r["rss_kb"]), r["fds"]] for r in s["rows"]]
+            out.append(_table(["listeners", "supervisor", "restarts", "median restart", "max", "requests", "failed",
+                               "supervisor RSS", "supervisor fds"], rows))
+            out.append("\nRestarts in a row (1 listener, no load):\n\n")
+            rows = [[r["supervisor"], _num(r["restarts"]), f"{r['seconds']:.0f} s", _ms(r["median_restart_s"]),
+                     f"{_mb(r['rss_kb_start'])} → {_mb(r['rss_kb_end'])}", f"{r['fds_start']} → {r['fds_end']}",
+                     f"{r['cpu_ms']:.0f}", "yes" if r["serves_after"] else "NO"] for r in s["long"]]
+            out.append(_table(["supervisor", "restarts", "took", "median restart", "RSS start → end", "fds start → end",
+                               "CPU ms", "serves after"], rows))
+
+    if "deploy" in sc:
+        d = sc["deploy"]
+        out.append("\n## 6. Cold start and deploy\n")
+        if "rows" not in d:
+            out.append(f"Error: {d.get('error')}\n")
+        else:
+            out.append(
+                f"Median of {d['rounds']} round(s). Baton: `baton deploy --release DIR --current LINK ... -- APP` (it starts the "
+                "daemon when nothing runs, else restarts). Classic: bench/classic/deploy.sh: re-point `current`, then "
+                "`start_server --restart` if `start-stop-daemon --status` says it runs, else `start-stop-daemon --start "
+                "--background ... start_server --interval=1 ...`. \"first answer\" is the first 200 on GET / (polled every "
+                "5 ms from the command's start); after a deploy, the first from release v2.\n\n"
+            )
+            names = {"baton": "baton deploy", "perl": "start-stop-daemon + Perl start_server + script",
+                     "ours": "start-stop-daemon + start_server (ours) + script"}
+            rows = []
+            for r in d["rows"]:
+                if "error" in r:
+                    rows.append([r["app"], names[r["side"]], "error", "", "", ""])
+                    continue
+                rows.append([r["app"], names[r["side"]], _s(r["start_first_answer_s"]), _s(r["start_returned_s"]),
+                             _s(r["deploy_first_answer_s"]), _s(r["deploy_returned_s"])])
+            out.append(_table(["app", "how", "start: first answer", "start: command returned", "deploy: first v2 answer",
+                               "deploy: command returned"], rows))
+
+    out.append("\n![requests/s and p99 during restarts](latest.png)\n")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+# MARK: - the picture
+
+COLORS = {
+    "perl": (214, 39, 40),
+    "baton": (31, 119, 180),
+    "ours": (44, 160, 44),
+    "baton --handover": (148, 103, 189),
+    "ours --handover": (140, 86, 75),
+}
+
+
+def _pick_runs(data):
+    """The runs to draw: for each app, the first cell that has runs, one run per supervisor."""
+    f = data["scenarios"].get("failed", {})
+    runs = [r for r in f.get("runs", []) if "timeline" in r]
+    columns = []
+    for app, keepalive in (("starman", False), ("demo", True)):
+        chosen = [r for r in runs if r["app"] == app and r["keepalive"] == keepalive and not r["nginx"]]
+        if chosen:
+            order = ["perl", "ours", "baton", "baton --handover", "ours --handover"]
+            chosen.sort(key=lambda r: order.index(r["supervisor"]) if r["supervisor"] in order else 9)
+            columns.append((f"{app}, {'keep-alive' if keepalive else 'connection: close'}, wrk -c64", chosen))
+    return columns
+
+
+def write_png(data, path):
+    columns = _pick_runs(data)
+    if not columns:
+        c = Canvas(600, 80)
+        c.text(20, 30, "no failed-requests runs to draw", (0, 0, 0), 2)
+        c.save(path)
+        return
+    rows = max(len(runs) for _, runs in columns)
+    col_w, panel_h, gap = 640, 110, 16
+    row_h = 2 * panel_h + 3 * gap + 20
+    top = 76
+    width = 60 + len(columns) * (col_w + 40)
+    height = top + rows * row_h + 40
+    c = Canvas(width, height)
+    c.text(20, 12, "requests/s and p99 during restarts", (0, 0, 0), 2)
+    c.text(20, 34, "per second: answers (top), p99 latency in ms (bottom, log scale). shaded: from each HUP until the new "
+           "generation was listed.", (90, 90, 90), 1)
+    c.text(20, 46, f"{data['machine']['nproc']} cpus, linux {data['machine']['kernel']}, {data['machine']['date']}", (90, 90, 90), 1)
+    for ci, (title, runs) in enumerate(columns):
+        x0 = 60 + ci * (col_w + 40)
+        c.text(x0, top - 2, title, (0, 0, 0), 1)
+        max_rps = max((n for r in runs for _, n, _ in r["timeline"]), default=1) or 1
+        max_t = max((t for r in runs for t, _, _ in r["timeline"]), default=1)
+        p99s = [p for r in runs for _, _, p in r["timeline"] if p]
+        lo = 10 ** math.floor(math.log10(max(0.01, min(p99s)))) if p99s else 0.1
+        hi = 10 ** math.ceil(math.log10(max(p99s))) if p99s else 1000
+        if hi <= lo:
+            hi = lo * 10
+        for ri, r in enumerate(runs):
+            y0 = top + 12 + ri * row_h
+            color = COLORS.get(r["supervisor"], (0, 0, 0))
+            c.text(x0, y0, f"{SUPERVISOR_NAMES.get(r['supervisor'], r['supervisor'])}: {r['failed']} failed of {r['requests']:,} "
+                   f"({r['restarts']} restarts)".replace(",", " "), color, 1)
+            for pi in range(2):
+                py = y0 + 14 + pi * (panel_h + gap)
+                px0, px1 = x0 + 50, x0 + col_w
+                c.rect(px0, py, px1, py + panel_h, (248, 248, 248))
+                for a, b in r["restart_marks_s"]:
+                    xa = px0 + (px1 - px0) * a / max_t
+                    xb = px0 + (px1 - px0) * max(b, a + 0.05) / max_t
+                    c.rect(xa, py, max(xa + 1, xb), py + panel_h, (225, 225, 235))
+                c.line(px0, py + panel_h, px1, py + panel_h, (0, 0, 0))
+                c.line(px0, py, px0, py + panel_h, (0, 0, 0))
+                points = []
+                for t, n, p in r["timeline"]:
+                    if t < 0 or t > max_t:
+                        continue
+                    x = px0 + (px1 - px0) * (t + 0.5) / max_t
+                    if pi == 0:
+                        y = py + panel_h - panel_h * n / max_rps
+                    else:
+                        if not p:
+                            continue
+                        frac = (math.log10(max(p, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+                        y = py + panel_h - panel_h * frac
+                    points.append((x, y))
+                # The first and last seconds are partial: leave them out.
+                c.polyline(points[1:-1], color, 2)
+                if pi == 0:
+                    c.text(x0, py, f"{max_rps:,}".replace(",", " "), (60, 60, 60), 1)
+                    c.text(x0, py + panel_h - 8, "0", (60, 60, 60), 1)
+                else:
+                    c.text(x0, py, f"{hi:g}", (60, 60, 60), 1)
+                    c.text(x0, py + panel_h - 8, f"{lo:g}", (60, 60, 60), 1)
+            c.text(px1 - 60, y0 + 14 + 2 * panel_h + gap + 4, f"{max_t:.0f} s", (60, 60, 60), 1)
+    c.save(path)
