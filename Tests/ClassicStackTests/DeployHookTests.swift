@@ -48,7 +48,11 @@ extension ClassicStack {
 
             let stop = run(Paths.baton, ["stop", "--name", name], timeout: 40)
             #expect(stop.status == 0, "\(stop.output)")
-            #expect(eventually(5) { if case .failure = httpGet(.tcp(port)) { return true }; return false })
+            #expect(
+                eventually(5) {
+                    if case .failure = httpGet(.tcp(port)) { return true }
+                    return false
+                })
         }
     }
 }

@@ -69,18 +69,18 @@ extension ClassicStack {
             defer { s.stop() }
             try #require(s.waitAlone(newerThan: 0) != nil, "\(s.log)")
             // The test's own client, on threads that entered the namespace.
-        let port = s.port
-        #expect(network.perform { eventually(10) { body(httpGet(.tcp(port), "/health")) == "ok\n" } })
-        let slow = Threaded { network.perform { httpGet(.tcp(port), "/slow?ms=4000", timeout: 20) } }
-        usleep(300_000)
-        let new = s.restart()
-        #expect(new != nil, "\(s.log)")
-        let answer = try slow.value.get()
-        #expect(answer.status == 200)
-        #expect(answer.body.hasPrefix("v1 gen=1 "), "\(answer.body)")
-        let after = network.perform { body(httpGet(.tcp(port))) }
-        #expect(after?.hasPrefix("v1 gen=\(new ?? 0) ") == true, "\(after ?? "no answer")")
-        #expect(s.stop() == 0)
+            let port = s.port
+            #expect(network.perform { eventually(10) { body(httpGet(.tcp(port), "/health")) == "ok\n" } })
+            let slow = Threaded { network.perform { httpGet(.tcp(port), "/slow?ms=4000", timeout: 20) } }
+            usleep(300_000)
+            let new = s.restart()
+            #expect(new != nil, "\(s.log)")
+            let answer = try slow.value.get()
+            #expect(answer.status == 200)
+            #expect(answer.body.hasPrefix("v1 gen=1 "), "\(answer.body)")
+            let after = network.perform { body(httpGet(.tcp(port))) }
+            #expect(after?.hasPrefix("v1 gen=\(new ?? 0) ") == true, "\(after ?? "no answer")")
+            #expect(s.stop() == 0)
         }
 
         /// With the sysctl at 0, hand-over mode refuses to start and says why.

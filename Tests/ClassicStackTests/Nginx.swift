@@ -18,7 +18,8 @@ final class Nginx: @unchecked Sendable {
         for marked in ["server 127.0.0.1:8080;", "listen 80;"] {
             try #require(example.contains(marked), "examples/nginx/myapp.conf lost its marked line '\(marked)'")
         }
-        let site = example
+        let site =
+            example
             .replacingOccurrences(of: "server 127.0.0.1:8080;", with: "server \(upstream);")
             .replacingOccurrences(of: "listen 80;", with: "listen 127.0.0.1:\(port);")
         let dir = scratch.file(name)
@@ -47,14 +48,22 @@ final class Nginx: @unchecked Sendable {
         let command = (network?.prefix ?? []) + [Tools.nginx!, "-p", dir, "-e", errorLog, "-c", dir + "/nginx.conf", "-g", "daemon off;"]
         child = Child(command[0], Array(command.dropFirst()), log: dir + "/stderr.log")
         let listening: @Sendable () -> Bool = {
-            eventually(10) { if case .success(let fd) = connectTo(.tcp(port)) { close(fd); return true }; return false }
+            eventually(10) {
+                if case .success(let fd) = connectTo(.tcp(port)) {
+                    close(fd)
+                    return true
+                }
+                return false
+            }
         }
         try #require(network?.perform(listening) ?? listening(), "nginx did not start: \(child.log)")
     }
 
     /// Lines of nginx's error log containing `text`.
     func errors(_ text: String) -> [String] {
-        ((try? String(contentsOfFile: errorLog, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter { $0.contains(text) }
+        ((try? String(contentsOfFile: errorLog, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter {
+            $0.contains(text)
+        }
     }
 
     /// Graceful stop (QUIT), then whatever it takes.

@@ -46,7 +46,10 @@ extension ClassicStack {
             usleep(500_000)
             let stats = load.stop()
 
-            print("nginx -> baton over \(transport): 5 restarts and 2 deploys (one broken): \(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)")
+            print(
+                "nginx -> baton over \(transport): 5 restarts and 2 deploys (one broken): "
+                    + "\(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)"
+            )
             #expect(stats.failed == 0, "\(stats.errors)")
             #expect(stats.serverErrors == 0)
             #expect(stats.ok > 500)

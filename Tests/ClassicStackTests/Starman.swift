@@ -74,7 +74,8 @@ func enterNetworkNamespace(of pid: pid_t) -> Bool {
     let fd = open("/proc/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return false }
     defer { close(fd) }
-    return setNamespace(fd, 0x4000_0000 /* CLONE_NEWNET */) == 0
+    let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET, behind _GNU_SOURCE in sched.h
+    return setNamespace(fd, cloneNewNet) == 0
 }
 
 /// Starman (4 workers, the example PSGI app) under one of the supervisors.
@@ -179,7 +180,9 @@ struct RestartFigures: Sendable, CustomStringConvertible {
 /// with nginx's upstream keep-alive four workers get pinned by four connections
 /// while the other requests wait in the queue (15 s of wrk -c32: 4,403 answers,
 /// against 82,864 without keep-alive; docs/starman-restarts.md).
-func measureStarmanRestarts(_ supervisor: Supervisor, restarts: Int, scratch: Scratch, network: PrivateNetwork? = nil, throughNginx: Bool = false) -> RestartFigures? {
+func measureStarmanRestarts(
+    _ supervisor: Supervisor, restarts: Int, scratch: Scratch, network: PrivateNetwork? = nil, throughNginx: Bool = false
+) -> RestartFigures? {
     let prefix = network?.prefix ?? []
     let s = StarmanUnder(
         supervisor, scratch: scratch, dir: Paths.examples + "/psgi/releases/v1", prefix: prefix,

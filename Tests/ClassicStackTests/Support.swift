@@ -88,7 +88,9 @@ enum Features {
 }
 
 /// Runs a command to its end (at most `timeout` seconds); its exit status and output (stdout and stderr).
-func run(_ path: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:], timeout: Double = 30) -> (status: Int32, output: String) {
+func run(_ path: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:], timeout: Double = 30) -> (
+    status: Int32, output: String
+) {
     let log = NSTemporaryDirectory() + "classic-run-" + UUID().uuidString.prefix(8) + ".log"
     defer { unlink(log) }
     let child = Child(path, args, log: log, cwd: cwd, env: env)
@@ -376,7 +378,10 @@ final class Load: @unchecked Sendable {
     private let group = DispatchGroup()
 
     /// `uniquePaths` appends `?n=K` to each request so that a cache in between never answers it.
-    init(_ endpoint: Endpoint, clients: Int = 8, path: String = "/", uniquePaths: Bool = false, maxRequests: Int = 200_000, maxSeconds: Double = 120) {
+    init(
+        _ endpoint: Endpoint, clients: Int = 8, path: String = "/", uniquePaths: Bool = false, maxRequests: Int = 200_000,
+        maxSeconds: Double = 120
+    ) {
         let deadline = Date().addingTimeInterval(maxSeconds)
         let perClient = maxRequests / clients
         let counter = Atomic<Int>(0)
@@ -427,7 +432,8 @@ struct WrkResult: Sendable, CustomStringConvertible {
     var non2xx = 0
     var failed: Int { connectErrors + readErrors + writeErrors + timeouts + non2xx }
     var description: String {
-        "\(requests) requests, \(failed) failed (connect \(connectErrors), read \(readErrors), write \(writeErrors), timeout \(timeouts), non-2xx \(non2xx))"
+        "\(requests) requests, \(failed) failed (connect \(connectErrors), read \(readErrors), write \(writeErrors), "
+            + "timeout \(timeouts), non-2xx \(non2xx))"
     }
 
     /// Reads wrk's summary ("N requests in", "Socket errors: ...", "Non-2xx or 3xx responses: N").

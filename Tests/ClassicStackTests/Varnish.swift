@@ -19,7 +19,14 @@ final class Varnish: @unchecked Sendable {
             Tools.varnishd!,
             ["-F", "-n", workdir, "-a", "127.0.0.1:\(port)", "-f", scratch.file("default.vcl"), "-s", "malloc,256m"] + options,
             log: scratch.file("varnishd.log"))
-        try #require(eventually(20) { if case .success(let fd) = connectTo(.tcp(port)) { close(fd); return true }; return false },
+        try #require(
+            eventually(20) {
+                if case .success(let fd) = connectTo(.tcp(port)) {
+                    close(fd)
+                    return true
+                }
+                return false
+            },
             "varnishd did not start: \(child.log)")
     }
 

@@ -56,7 +56,10 @@ extension ClassicStack {
             #expect(broken.status == 6, "\(broken.output)")
             usleep(500_000)
             let stats = load.stop()
-            print("nginx -> Varnish -> baton: 3 restarts and a broken deploy: \(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)")
+            print(
+                "nginx -> Varnish -> baton: 3 restarts and a broken deploy: "
+                    + "\(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)"
+            )
             #expect(stats.failed == 0, "\(stats.errors)")
             #expect(stats.ok > 300)
             #expect(varnish.backends.contains(" healthy"), "\(varnish.backends)")
