@@ -54,8 +54,12 @@ public final class PidFile {
                 .alreadyRunning,
                 "a supervisor is already running with pid file \(self.path)\(pid.map { " (pid \($0))" } ?? ""); stop it first or use another --pid-file"
             )
+        case .stale(let pid) where pid == getpid():
+            // Written for us by whoever started us (start-stop-daemon --make-pidfile).
+            break
         case .stale(let pid):
-            Log.warning("replacing stale pid file \(self.path)\(pid.map { " (pid \($0) is not running)" } ?? "")")
+            let why = pid.map { kill($0, 0) == 0 ? " (pid \($0) runs but holds no lock: not a supervisor)" : " (pid \($0) is not running)" } ?? ""
+            Log.warning("replacing stale pid file \(self.path)\(why)")
         }
     }
 

@@ -79,7 +79,7 @@ import Testing
         let start = batonCommand(
             [
                 "start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
-                "--ready-timeout", "6s", "--", "/usr/bin/gunicorn", "--workers", "2", "app:application",
+                "--ready", "notify", "--ready-timeout", "6s", "--", "/usr/bin/gunicorn", "--workers", "2", "app:application",
             ], in: s)
         #expect(start.code == 0, "\(start.output)")
         let port = try #require(Daemon(s: s).port)
