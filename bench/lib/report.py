@@ -62,7 +62,7 @@ def write_markdown(data, path):
         else:
             out.append(
                 f"wrk, 64 connections, {f['restarts_per_run']} restarts one after another (each waited for until the new "
-                "generation is listed and the old one has left the status file, at most 3 s, then 0.3 s), 2 s of load before "
+                "generation is listed and the old one has left the status file, at most 3 s, 1.5 s with keep-alive, then 0.3 s), 2 s of load before "
                 "and after. Starman: 4 workers, `--signal-on-hup=QUIT` (behind nginx `--disable-keepalive`, as "
                 "examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: examples/nginx/myapp.conf. "
                 "Failed = socket errors + non-2xx. With keep-alive, a connection the server closes between two requests "
@@ -109,15 +109,16 @@ def write_markdown(data, path):
             out.append(f"Error: {o.get('error')}\n")
         else:
             out.append(
-                f"wrk -t2 -c64 for {o['seconds']} s, {o['rounds']} round(s), the setups in turn; the demo with keep-alive, Starman "
+                f"wrk -t2 -c64 for {o['seconds']} s after a warm-up, {o['rounds']} round(s), the setups in turn (forward, then backward); the demo with keep-alive, Starman "
                 "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
                 "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
             )
             rows = []
             for r in o["rows"]:
                 setup = "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"])
-                rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['p99_ms']:.2f}"])
-            out.append(_table(["app", "setup", "requests/s", "ratio to direct", "p99 ms"], rows))
+                rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}",
+                             f"{r['p99_ms']:.2f}"])
+            out.append(_table(["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"], rows))
 
     if "footprint" in sc:
         fp = sc["footprint"]
@@ -169,13 +170,13 @@ def write_markdown(data, path):
             out.append(f"Error: {d.get('error')}\n")
         else:
             out.append(
-                f"Median of {d['rounds']} round(s). Baton: `baton deploy --release DIR --current LINK ... -- APP` (it starts the "
-                "daemon when nothing runs, else restarts). Classic: bench/classic/deploy.sh: re-point `current`, then "
+                f"Median of {d['rounds']} round(s). Baton: `baton start --dir LINK ... -- APP` (a daemon, returns once the app is "
+                "ready), then `baton deploy --release DIR --current LINK ... -- APP`. Classic: bench/classic/deploy.sh: re-point `current`, then "
                 "`start_server --restart` if `start-stop-daemon --status` says it runs, else `start-stop-daemon --start "
                 "--background ... start_server --interval=1 ...`. \"first answer\" is the first 200 on GET / (polled every "
                 "5 ms from the command's start); after a deploy, the first from release v2.\n\n"
             )
-            names = {"baton": "baton deploy", "perl": "start-stop-daemon + Perl start_server + script",
+            names = {"baton": "baton start / baton deploy", "perl": "start-stop-daemon + Perl start_server + script",
                      "ours": "start-stop-daemon + start_server (ours) + script"}
             rows = []
             for r in d["rows"]:
@@ -227,14 +228,14 @@ def write_png(data, path):
     rows = max(len(runs) for _, runs in columns)
     col_w, panel_h, gap = 640, 110, 16
     row_h = 2 * panel_h + 3 * gap + 20
-    top = 76
+    top = 88
     width = 60 + len(columns) * (col_w + 40)
     height = top + rows * row_h + 40
     c = Canvas(width, height)
     c.text(20, 12, "requests/s and p99 during restarts", (0, 0, 0), 2)
-    c.text(20, 34, "per second: answers (top), p99 latency in ms (bottom, log scale). shaded: from each HUP until the new "
-           "generation was listed.", (90, 90, 90), 1)
-    c.text(20, 46, f"{data['machine']['nproc']} cpus, linux {data['machine']['kernel']}, {data['machine']['date']}", (90, 90, 90), 1)
+    c.text(20, 34, "per second: answers (top), p99 latency in ms (bottom, log scale).", (90, 90, 90), 1)
+    c.text(20, 46, "shaded: from each HUP until the new generation was listed.", (90, 90, 90), 1)
+    c.text(20, 58, f"{data['machine']['nproc']} cpus, linux {data['machine']['kernel']}, {data['machine']['date']}", (90, 90, 90), 1)
     for ci, (title, runs) in enumerate(columns):
         x0 = 60 + ci * (col_w + 40)
         c.text(x0, top - 2, title, (0, 0, 0), 1)
