@@ -140,8 +140,14 @@ extension Supervisor {
         if let end = (0..<max(0, bytes.count - 3)).first(where: {
             bytes[$0] == 13 && bytes[$0 + 1] == 10 && bytes[$0 + 2] == 13 && bytes[$0 + 3] == 10
         }) {
-            let first = String(decoding: bytes[(end + 4)...].prefix { $0 != 10 && $0 != 13 }, as: UTF8.self)
-            if !first.isEmpty { detail += (detail.isEmpty ? "" : ": ") + String(first.prefix(120)) }
+            let headers = String(decoding: bytes[..<end], as: UTF8.self).lowercased()
+            var lines = bytes[(end + 4)...].split(separator: 10, omittingEmptySubsequences: true)
+                .map { String(decoding: $0.filter { $0 != 13 }, as: UTF8.self) }.filter { !$0.isEmpty }
+            // A chunked body starts with the chunk's size in hex.
+            if headers.contains("transfer-encoding: chunked"), let size = lines.first, size.allSatisfy(\.isHexDigit) {
+                lines.removeFirst()
+            }
+            if let first = lines.first { detail += (detail.isEmpty ? "" : ": ") + String(first.prefix(120)) }
         }
         return (status, detail)
     }

@@ -99,4 +99,42 @@ import Testing
         print("gunicorn: broken import refused by the probe; \(stats.ok) requests, \(stats.failed) failed")
         #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
     }
+
+    static let starman = FileManager.default.isExecutableFile(atPath: "/usr/bin/starman")
+
+    @Test(.enabled(if: starman, "needs Debian's starman")) func starmanServesTheProbeAndABrokenHealthIsRefused() throws {
+        let s = Scratch()
+        let good = s.release("good")
+        let bad = s.release("bad")
+        let app = """
+            my $status = $ENV{HEALTH_STATUS} || 200;
+            sub {
+                my $env = shift;
+                my $body = $env->{PATH_INFO} eq '/health' ? ($status == 200 ? "ok\\n" : "database unreachable\\n") : "starman app\\n";
+                return [$env->{PATH_INFO} eq '/health' ? $status : 200, ['Content-Type' => 'text/plain', ($env->{PATH_INFO} eq '/health' ? () : ('Content-Length' => length $body))], [$body]];
+            };
+            """
+        try app.write(toFile: good + "/app.psgi", atomically: true, encoding: .utf8)
+        try app.replacingOccurrences(of: "|| 200", with: "|| 500").write(toFile: bad + "/app.psgi", atomically: true, encoding: .utf8)
+        s.point(to: "good")
+        let pid = s.path + "/app.pid"
+        let start = batonCommand(
+            [
+                "start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
+                "--ready-timeout", "5s", "--signal-on-hup", "QUIT", "--", "/usr/bin/starman", "--workers", "2", "--preload-app", "app.psgi",
+            ], in: s)
+        #expect(start.code == 0, "\(start.output)")
+        let port = try #require(Daemon(s: s).port)
+        let load = Load(port: port, clients: 4)
+        s.point(to: "bad")
+        let broken = batonCommand(["restart", "--pid-file", pid], in: s)
+        #expect(broken.code == 6, "\(broken.output)")
+        #expect(broken.output.contains("500 Internal Server Error: database unreachable"), "\(broken.output)")
+        s.point(to: "good")
+        let fine = batonCommand(["restart", "--pid-file", pid], in: s)
+        #expect(fine.code == 0, "Starman serves the private health listener too: \(fine.output)")
+        _ = load.stop()
+        #expect(body(httpGet(port: port)) == "starman app\n")
+        #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
+    }
 }
