@@ -45,6 +45,10 @@ public import UnixSignals
 ///   ``Configuration/drainGrace`` (100 ms by default) before they are closed,
 ///   instead of at once: a connection the kernel queued just before the stop
 ///   may carry a request not yet read, which stock Hummingbird would reset.
+///   Every response written once the stop has begun says
+///   `Connection: close`, so a keep-alive client opens its next connection to
+///   the new generation instead of sending a request into one that is about
+///   to close (stock Hummingbird closes it after the response without saying so).
 /// - **The `Date` header** is formatted on the first request of each second
 ///   rather than by a timer service; the value is the same.
 public struct BatonApplication<Responder: HTTPResponder>: Service, CustomStringConvertible
@@ -210,8 +214,9 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
             self.configuration.fallbackAddress,
             backlog: self.configuration.fallbackBacklog
         )
-        let childChannel = try self.server.build(self.makeChannelResponder())
-        let server = self.makeServer(childChannel, listeners: listeners)
+        let drainState = DrainState()
+        let childChannel = try self.server.build(self.makeChannelResponder(drainState: drainState))
+        let server = self.makeServer(childChannel, listeners: listeners, drainState: drainState)
         let serviceGroup = ServiceGroup(
             configuration: .init(services: self.services + [server], logger: self.logger)
         )
@@ -236,9 +241,11 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
 
     // MARK: Private
 
-    private func makeServer<ChildChannel: ServerChildChannel>(_ childChannel: ChildChannel, listeners: [Listener])
-        -> any Service
-    {
+    private func makeServer<ChildChannel: ServerChildChannel>(
+        _ childChannel: ChildChannel,
+        listeners: [Listener],
+        drainState: DrainState
+    ) -> any Service {
         ListenerServer(
             childChannelSetup: childChannel,
             listeners: listeners,
@@ -250,13 +257,14 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
             onServerRunning: self.onServerRunning,
             beforeServerStarts: self.processesRunBeforeServerStart,
             eventLoopGroup: self.eventLoopGroup,
-            logger: self.logger
+            logger: self.logger,
+            drainState: drainState
         )
     }
 
     /// The responder handed to the channel: the same steps as the one
-    /// `Application.run` builds.
-    private func makeChannelResponder() -> HTTPChannelHandler.Responder {
+    /// `Application.run` builds, plus `Connection: close` once draining.
+    private func makeChannelResponder(drainState: DrainState) -> HTTPChannelHandler.Responder {
         let responder = self.responder
         let logger = self.logger
         let serverName = self.configuration.serverName
@@ -278,6 +286,10 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 response.headers[.date] = dateCache.current
                 if let serverName {
                     response.headers[.server] = serverName
+                }
+                if drainState.isDraining {
+                    // Tell a keep-alive client not to send its next request here.
+                    response.headers[.connection] = "close"
                 }
                 return response
             }

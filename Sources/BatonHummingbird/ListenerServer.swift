@@ -18,6 +18,8 @@ public import ServiceLifecycle
 /// (the supervisor and the next generation keep the socket), lets in-flight
 /// requests finish, closes idle connections after
 /// ``Configuration/drainGrace``, and returns once every connection has closed.
+/// (``BatonApplication`` also marks every response written during the drain
+/// `Connection: close`.)
 ///
 /// ``BatonApplication`` runs one; use it directly to serve a custom child
 /// channel.
@@ -29,8 +31,9 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         public var availableConnectionsDelegate: (any AvailableConnectionsDelegate)?
         /// How long an idle connection stays open once a graceful stop has
         /// begun, so that a request already on its way is read and answered
-        /// rather than cut off. Zero closes idle connections at once, as
-        /// stock Hummingbird does.
+        /// rather than cut off; on TCP it then also stays open while the
+        /// kernel holds bytes not yet read (up to 0.5 s more). Zero closes
+        /// idle connections at once, as stock Hummingbird does.
         public var drainGrace: TimeAmount
         /// Whether to send `READY=1` and `STOPPING=1` to `NOTIFY_SOCKET`.
         public var notifiesSupervisor: Bool
@@ -63,11 +66,9 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         case noListeners
     }
 
-    private typealias ServerChannel = NIOAsyncChannel<ChildChannel.Value, Never>
-
     private struct Bound: Sendable {
         let listener: Listener
-        let channel: ServerChannel
+        let channel: any Channel
         let quiescingHelper: ServerQuiescingHelper
     }
 
@@ -86,6 +87,8 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
     private let onServerRunning: (@Sendable (any Channel) async -> Void)?
     private let prelude: [@Sendable () async throws -> Void]
     private let eventLoopGroup: any EventLoopGroup
+    private let drainState: DrainState?
+    private let connections = ConnectionTracker()
     /// The server's logger.
     public nonisolated let logger: Logger
 
@@ -107,6 +110,29 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         eventLoopGroup: any EventLoopGroup,
         logger: Logger
     ) {
+        self.init(
+            childChannelSetup: childChannelSetup,
+            listeners: listeners,
+            configuration: configuration,
+            onServerRunning: onServerRunning,
+            beforeServerStarts: beforeServerStarts,
+            eventLoopGroup: eventLoopGroup,
+            logger: logger,
+            drainState: nil
+        )
+    }
+
+    init(
+        childChannelSetup: ChildChannel,
+        listeners: [Listener],
+        configuration: Configuration,
+        onServerRunning: (@Sendable (any Channel) async -> Void)?,
+        beforeServerStarts: [@Sendable () async throws -> Void],
+        eventLoopGroup: any EventLoopGroup,
+        logger: Logger,
+        drainState: DrainState?
+    ) {
+        self.drainState = drainState
         self.childChannelSetup = childChannelSetup
         self.listeners = listeners
         self.configuration = configuration
@@ -151,26 +177,34 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         guard case .starting = self.state else {
             // A graceful shutdown arrived while binding.
             for entry in bound {
-                try? await entry.channel.channel.close()
+                try? await entry.channel.close()
             }
             self.state = .shutdown
             return
         }
         self.state = .running(bound)
 
-        let logger = self.logger
-        let childChannelSetup = self.childChannelSetup
         await withGracefulShutdownHandler {
-            for entry in bound {
-                await self.onServerRunning?(entry.channel.channel)
-            }
-            self.announceReady(bound)
-            await withDiscardingTaskGroup { group in
+            await withTaskCancellationHandler {
                 for entry in bound {
-                    group.addTask {
-                        await Self.accept(on: entry.channel, childChannelSetup: childChannelSetup, logger: logger)
-                    }
+                    await self.onServerRunning?(entry.channel)
                 }
+                self.announceReady(bound)
+                // Serve until every listener is closed (graceful shutdown,
+                // cancellation or error), then until every connection is done.
+                for entry in bound {
+                    try? await entry.channel.closeFuture.get()
+                }
+                if case .shuttingDown(let drained) = self.state {
+                    try? await drained.get()
+                }
+                await self.connections.waitUntilIdle()
+                self.state = .shutdown
+            } onCancel: {
+                for entry in bound {
+                    entry.channel.close(promise: nil)
+                }
+                self.connections.closeAll()
             }
         } onGracefulShutdown: {
             Task {
@@ -186,6 +220,7 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         case .initial, .starting:
             self.state = .shutdown
         case .running(let bound):
+            self.drainState?.begin()
             if self.configuration.notifiesSupervisor {
                 do {
                     try Notify.stopping()
@@ -194,15 +229,15 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
                 }
             }
             self.logger.info("Graceful shutdown: no longer accepting, draining connections")
+            await self.stopAccepting(bound)
             let futures = bound.map { entry -> EventLoopFuture<Void> in
-                let promise = entry.channel.channel.eventLoop.makePromise(of: Void.self)
+                let promise = entry.channel.eventLoop.makePromise(of: Void.self)
                 entry.quiescingHelper.initiateShutdown(promise: promise)
                 return promise.futureResult
             }
             let drained = EventLoopFuture.andAllComplete(futures, on: self.eventLoopGroup.next())
             self.state = .shuttingDown(drained)
             try? await drained.get()
-            self.state = .shutdown
         case .shuttingDown(let drained):
             try? await drained.get()
         case .shutdown:
@@ -212,6 +247,30 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
 
     // MARK: Private
 
+    /// Stops taking connections from the kernel, then waits until the ones
+    /// already taken have passed SwiftNIO's accept handler.
+    ///
+    /// SwiftNIO sets up an accepted connection on its own event loop and
+    /// then, back on the listener's loop, closes it if the listener has
+    /// closed meanwhile: a client that had already sent its request sees a
+    /// reset. So the listeners first stop reading (the kernel keeps the
+    /// queue for the next generation), every event loop runs once (the
+    /// pending setups finish), and the listeners' loops run once more (the
+    /// accept handler passes them on) before the listeners close.
+    private func stopAccepting(_ bound: [Bound]) async {
+        for entry in bound {
+            try? await entry.channel.setOption(ChannelOptions.autoRead, value: false).get()
+        }
+        for _ in 0..<2 {
+            for loop in self.eventLoopGroup.makeIterator() {
+                try? await loop.submit {}.get()
+            }
+            for entry in bound {
+                try? await entry.channel.eventLoop.submit {}.get()
+            }
+        }
+    }
+
     private func bindAll() async throws -> [Bound] {
         var bound: [Bound] = []
         do {
@@ -220,7 +279,7 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
             }
         } catch {
             for entry in bound {
-                try? await entry.channel.channel.close()
+                try? await entry.channel.close()
             }
             throw error
         }
@@ -232,6 +291,7 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
         let availableConnectionsDelegate = self.configuration.availableConnectionsDelegate
         let drainGrace = self.configuration.drainGrace
         let childChannelSetup = self.childChannelSetup
+        let connections = self.connections
         let logger = self.logger
         let channel = try await ServerBootstrap(group: self.eventLoopGroup)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -247,16 +307,22 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
                     )
                 }
             }
-            .bind(listener: listener) { (channel: any Channel) -> EventLoopFuture<ChildChannel.Value> in
+            .childChannelInitializer { channel in
                 if drainGrace > .zero {
                     do {
-                        try channel.pipeline.syncOperations.addHandler(QuiesceDelayHandler(delay: drainGrace))
+                        try channel.pipeline.syncOperations.addHandler(DrainHandler(grace: drainGrace))
                     } catch {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
                 }
-                return childChannelSetup.setup(channel: channel, logger: logger)
+                return childChannelSetup.setup(channel: channel, logger: logger).map { value in
+                    connections.start(channel) {
+                        await childChannelSetup.handle(value: value, logger: logger)
+                    }
+                }
             }
+            .withListener(listener)
+            .get()
         self.logger.info("Server started and listening on \(listener)")
         return Bound(listener: listener, channel: channel, quiescingHelper: quiescingHelper)
     }
@@ -270,26 +336,6 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
             }
         } catch {
             self.logger.warning("Cannot notify the supervisor: \(error)")
-        }
-    }
-
-    private static func accept(
-        on serverChannel: ServerChannel,
-        childChannelSetup: ChildChannel,
-        logger: Logger
-    ) async {
-        await withDiscardingTaskGroup { group in
-            do {
-                try await serverChannel.executeThenClose { inbound in
-                    for try await childChannel in inbound {
-                        group.addTask {
-                            await childChannelSetup.handle(value: childChannel, logger: logger)
-                        }
-                    }
-                }
-            } catch {
-                logger.error("Waiting on child channel: \(error)")
-            }
         }
     }
 }

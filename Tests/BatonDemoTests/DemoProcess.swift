@@ -15,6 +15,11 @@ struct DemoProcess {
 
     /// The `baton-demo` built next to the test bundle (`swift test` builds every product).
     static func demoExecutable() throws -> String {
+        try self.executable(named: "baton-demo")
+    }
+
+    /// A product of this package built next to the test bundle.
+    static func executable(named name: String) throws -> String {
         var candidates: [String] = []
         var buffer = [CChar](repeating: 0, count: 4096)
         let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
@@ -24,14 +29,14 @@ struct DemoProcess {
             // On Linux the test bundle is an executable; on other layouts it may be a directory.
             while let slash = directory.lastIndex(of: "/") {
                 directory = String(directory[..<slash])
-                candidates.append(directory + "/baton-demo")
+                candidates.append(directory + "/" + name)
                 if candidates.count == 3 { break }
             }
         }
         for candidate in candidates where access(candidate, X_OK) == 0 {
             return candidate
         }
-        throw Failure(description: "no baton-demo next to the test bundle (looked at \(candidates)); build it with swift build --product baton-demo")
+        throw Failure(description: "no \(name) next to the test bundle (looked at \(candidates)); build it with swift build --product \(name)")
     }
 
     /// The repository's root, from this file's path.
@@ -43,16 +48,18 @@ struct DemoProcess {
         return path
     }
 
-    /// Spawns the demo through `/bin/sh`, which changes directory if asked,
-    /// sets `LISTEN_PID` to its own pid when `setsListenPID`, then execs the
-    /// demo (keeping that pid).
+    /// Spawns the demo (or `executable`) through `/bin/sh`, which changes
+    /// directory if asked, sets `LISTEN_PID` to its own pid when
+    /// `setsListenPID`, then execs the program (keeping that pid).
     /// - Parameters:
-    ///   - arguments: The demo's arguments.
+    ///   - executable: The program; `baton-demo` by default.
+    ///   - arguments: The program's arguments.
     ///   - environment: Its whole environment (PATH is added).
     ///   - sockets: Descriptors to hand over at 3, 4, ...
     ///   - directory: The working directory, if not ours.
     ///   - setsListenPID: Whether to set `LISTEN_PID` to the demo's pid.
     static func spawn(
+        executable: String? = nil,
         arguments: [String] = [],
         environment: [String: String],
         sockets: [Int32] = [],
@@ -60,7 +67,7 @@ struct DemoProcess {
         setsListenPID: Bool = false,
         logPath: String
     ) throws -> DemoProcess {
-        let executable = try self.demoExecutable()
+        let executable = try executable ?? self.demoExecutable()
         var script = ""
         if let directory { script += "cd '\(directory)' || exit 111; " }
         if setsListenPID { script += "LISTEN_PID=$$; export LISTEN_PID; " }
@@ -139,7 +146,7 @@ struct DemoProcess {
                 var status: Int32 = 0
                 waitpid(self.pid, &status, 0)
                 self.exitStatus = status
-                throw Failure(description: "baton-demo \(self.pid) did not exit within \(seconds) s; log:\n\(self.log())")
+                throw Failure(description: "process \(self.pid) did not exit within \(seconds) s; log:\n\(self.log())")
             }
             usleep(10_000)
         }
