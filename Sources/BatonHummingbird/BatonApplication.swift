@@ -210,10 +210,12 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     /// - Throws: ``BatonListen/ListenError`` when the inherited sockets are
     ///   wrong or the fallback cannot be bound, or any service's error.
     public func run() async throws {
-        let listeners = try self.listeners ?? Listeners.inheritedOrBind(
-            self.configuration.fallbackAddress,
-            backlog: self.configuration.fallbackBacklog
-        )
+        let listeners =
+            try self.listeners
+            ?? Listeners.inheritedOrBind(
+                self.configuration.fallbackAddress,
+                backlog: self.configuration.fallbackBacklog
+            )
         let drainState = DrainState()
         let childChannel = try self.server.build(self.makeChannelResponder(drainState: drainState))
         let server = self.makeServer(childChannel, listeners: listeners, drainState: drainState)

@@ -36,7 +36,9 @@ final class ConnectionTracker: Sendable {
                 defer { state.waiters = [] }
                 return state.waiters
             }
-            waiters.forEach { $0.resume() }
+            for waiter in waiters {
+                waiter.resume()
+            }
         }
     }
 

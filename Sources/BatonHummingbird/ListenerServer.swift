@@ -229,7 +229,9 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
                 }
             }
             self.logger.info("Graceful shutdown: no longer accepting, draining connections")
-            await self.stopAccepting(bound)
+            // Stop taking connections from the kernel (the next generation will)
+            // and let the ones already taken through before the listeners close.
+            await ListenerDrain.stopAccepting(bound.map(\.channel), eventLoopGroup: self.eventLoopGroup)
             let futures = bound.map { entry -> EventLoopFuture<Void> in
                 let promise = entry.channel.eventLoop.makePromise(of: Void.self)
                 entry.quiescingHelper.initiateShutdown(promise: promise)
@@ -246,30 +248,6 @@ public actor ListenerServer<ChildChannel: ServerChildChannel>: Service, CustomSt
     }
 
     // MARK: Private
-
-    /// Stops taking connections from the kernel, then waits until the ones
-    /// already taken have passed SwiftNIO's accept handler.
-    ///
-    /// SwiftNIO sets up an accepted connection on its own event loop and
-    /// then, back on the listener's loop, closes it if the listener has
-    /// closed meanwhile: a client that had already sent its request sees a
-    /// reset. So the listeners first stop reading (the kernel keeps the
-    /// queue for the next generation), every event loop runs once (the
-    /// pending setups finish), and the listeners' loops run once more (the
-    /// accept handler passes them on) before the listeners close.
-    private func stopAccepting(_ bound: [Bound]) async {
-        for entry in bound {
-            try? await entry.channel.setOption(ChannelOptions.autoRead, value: false).get()
-        }
-        for _ in 0..<2 {
-            for loop in self.eventLoopGroup.makeIterator() {
-                try? await loop.submit {}.get()
-            }
-            for entry in bound {
-                try? await entry.channel.eventLoop.submit {}.get()
-            }
-        }
-    }
 
     private func bindAll() async throws -> [Bound] {
         var bound: [Bound] = []

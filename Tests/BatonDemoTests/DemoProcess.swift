@@ -36,7 +36,9 @@ struct DemoProcess {
         for candidate in candidates where access(candidate, X_OK) == 0 {
             return candidate
         }
-        throw Failure(description: "no \(name) next to the test bundle (looked at \(candidates)); build it with swift build --product \(name)")
+        throw Failure(
+            description: "no \(name) next to the test bundle (looked at \(candidates)); build it with swift build --product \(name)"
+        )
     }
 
     /// The repository's root, from this file's path.
@@ -108,8 +110,9 @@ struct DemoProcess {
         let cArguments = argv.map { strdup($0) } + [nil]
         let cEnvironment = envp.map { strdup($0) } + [nil]
         defer {
-            cArguments.forEach { free($0) }
-            cEnvironment.forEach { free($0) }
+            for pointer in cArguments + cEnvironment {
+                free(pointer)
+            }
         }
         var pid: pid_t = 0
         let spawnedAt = ContinuousClock.now

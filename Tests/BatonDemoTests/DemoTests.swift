@@ -227,7 +227,11 @@ import Testing
             close(ends[1])
             sockets.append(try Sockets.park(ends[0]))
         }
-        defer { sockets.forEach { close($0) } }
+        defer {
+            for fd in sockets {
+                close(fd)
+            }
+        }
         var environment = environment
         environment["BATON_RELEASE_DIR"] = environment["BATON_RELEASE_DIR"] ?? Self.releases + "/v1"
         var process = try DemoProcess.spawn(

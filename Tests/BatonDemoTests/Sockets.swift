@@ -211,7 +211,8 @@ enum Sockets {
             if let end = headerEnd, data.count >= end + contentLength { break }
             let count = recv(fd, &chunk, chunk.count, 0)
             guard count > 0 else {
-                throw Failure(description: count == 0 ? "connection closed after \(data.count) bytes" : "recv: \(String(cString: strerror(errno)))")
+                let reason = count == 0 ? "connection closed after \(data.count) bytes" : "recv: \(String(cString: strerror(errno)))"
+                throw Failure(description: reason)
             }
             data += chunk.prefix(count)
             if headerEnd == nil, let range = self.find([13, 10, 13, 10], in: data) {
