@@ -6,12 +6,28 @@
 //   --crash-at-boot     exit 1 at once        --exit-at-boot   exit 0 at once
 //   --hang              never serve, never send READY=1
 //   --notify            send READY=1 once serving (--ready-delay D ms later)
-//   --notify-garbage    send garbage, then READY=1 from a grandchild process
 //   --ignore-term       ignore SIGTERM        --drop-on-term   exit at once on SIGTERM
 //   --workers N         spawn N worker processes that serve too (same process group)
 //   --crash-after D     exit 3 D ms after serving started
 //   --health-status N   answer GET /health with status N
 //   --unhealthy-after D answer GET /health with 503 from D ms after serving started
+//
+// Faults for the reliability suite (Tests/BatonIntegrationTests/Fault*.swift):
+//   --notify-garbage        before READY=1: datagrams that are not UTF-8, empty, 64 KiB
+//                           long, without '=', and one carrying descriptors
+//   --notify-flood N        before READY=1: N malformed datagrams
+//   --notify-errno N        send ERRNO=N (and a STATUS), never READY=1
+//   --notify-from-child     READY=1 comes from a child process, never from the main one
+//   --orphan-workers        on SIGTERM the main process exits at once, leaving its
+//                           workers serving (they are never told to stop)
+//   --escape-group          workers leave the process group (setsid)
+//   --close-listener        close the inherited listeners at boot
+//   --shutdown-listener W   shutdown(SHUT_RDWR) the inherited listeners at boot (W=boot)
+//                           or on SIGTERM instead of closing them (W=term)
+//   --flood-output MB       once serving, write MB MiB to stdout and stderr, fast
+//   --leak-fds N            open N descriptors without FD_CLOEXEC at boot
+//   --bind-own MODE         bind a socket of its own on the inherited listener's address
+//                           (MODE plain or reuseport); exit 1 if the kernel refuses
 //
 // A file `testapp.args` in the working directory (the release) adds switches,
 // so that one release of a test can be broken and the next one good.
@@ -43,6 +59,64 @@ let inflight = Atomic<Int>(0)
 func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 func say(_ text: String) { _ = (text + "\n").withCString { write(2, $0, strlen($0)) } }
 
+/// Sends one datagram to `NOTIFY_SOCKET`, with `fds` attached (SCM_RIGHTS) if any.
+func notifyBytes(_ bytes: [UInt8], passing fds: [Int32] = []) {
+    guard let path = env("NOTIFY_SOCKET") else { return }
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    var name = Array(path.utf8)
+    if name.first == UInt8(ascii: "@") { name[0] = 0 }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in name.enumerated() { raw[i] = b } }
+    let addressLength = socklen_t(MemoryLayout<sa_family_t>.size + name.count)
+    // One control message: cmsg_len (a size_t), cmsg_level, cmsg_type, then the descriptors.
+    let header = MemoryLayout<Int>.size + 8
+    var control = [UInt8](repeating: 0, count: fds.isEmpty ? 0 : (header + 4 * fds.count + 7) & ~7)
+    if !fds.isEmpty {
+        control.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: header + 4 * fds.count, toByteOffset: 0, as: Int.self)
+            raw.storeBytes(of: SOL_SOCKET, toByteOffset: MemoryLayout<Int>.size, as: Int32.self)
+            raw.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: MemoryLayout<Int>.size + 4, as: Int32.self)
+            for (i, d) in fds.enumerated() { raw.storeBytes(of: d, toByteOffset: header + 4 * i, as: Int32.self) }
+        }
+    }
+    var payload = bytes
+    let sent = withUnsafeMutablePointer(to: &addr) { a in
+        payload.withUnsafeMutableBytes { p in
+            control.withUnsafeMutableBytes { c in
+                var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
+                return withUnsafeMutablePointer(to: &iov) { iovp in
+                    var msg = msghdr()
+                    msg.msg_name = UnsafeMutableRawPointer(a)
+                    msg.msg_namelen = addressLength
+                    msg.msg_iov = iovp
+                    msg.msg_iovlen = 1
+                    msg.msg_control = c.count > 0 ? c.baseAddress : nil
+                    msg.msg_controllen = c.count
+                    return sendmsg(fd, &msg, 0)
+                }
+            }
+        }
+    }
+    if sent < 0 { say("testapp: notify: \(String(cString: strerror(errno)))") }
+}
+
+func notify(_ message: String) { notifyBytes(Array(message.utf8)) }
+
+/// Spawns this executable again with `args` (same process group, same environment).
+func spawnSelf(_ args: [String], fds: [Int32] = []) -> pid_t? {
+    var pid: pid_t = 0
+    let pointers = args.map { strdup($0) } + [nil]
+    defer { for p in pointers { free(p) } }
+    let rc = fds.withUnsafeBufferPointer { f in
+        pointers.withUnsafeBufferPointer {
+            baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, baton_environ(), f.baseAddress, f.baseAddress, Int32(f.count), nil, 0, 0)
+        }
+    }
+    return rc == 0 ? pid : nil
+}
+
 var options: [String: String] = [:]
 var argv = Array(CommandLine.arguments.dropFirst())
 // A release directory can carry its own switches: ./testapp.args (whitespace-separated).
@@ -59,7 +133,8 @@ while let arg = argv.first {
     argv.removeFirst()
     switch arg {
     case "--health-status", "--unhealthy-after", "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load",
-        "--requests", "--concurrency", "--path":
+        "--requests", "--concurrency", "--path", "--notify-errno", "--notify-flood", "--shutdown-listener", "--flood-output",
+        "--leak-fds", "--bind-own", "--send-notify":
         options[arg] = argv.isEmpty ? "" : argv.removeFirst()
     case "--worker":
         isWorker = true
@@ -120,6 +195,12 @@ if let portText = options["--load"], let port = UInt16(portText) {
     exit(0)
 }
 
+// A helper process: sends one notify message and exits (--notify-from-child).
+if let text = options["--send-notify"] {
+    notify(text)
+    exit(0)
+}
+
 if options["--crash-at-boot"] != nil {
     say("testapp: crashing at boot as asked")
     exit(1)
@@ -137,6 +218,37 @@ if listeners.isEmpty {
     say("testapp: no inherited socket (LISTEN_FDS / SERVER_STARTER_PORT)")
     exit(2)
 }
+if isWorker, options["--escape-group"] != nil {
+    _ = setsid()
+}
+if let n = Int(options["--leak-fds"] ?? ""), !isWorker {
+    for _ in 0..<n { _ = open("/dev/null", O_RDONLY) }
+    say("testapp: leaked \(n) descriptors")
+}
+if options["--close-listener"] != nil, !isWorker {
+    for fd in listeners { close(fd) }
+    listeners = []
+    say("testapp: closed the inherited listeners")
+}
+if options["--shutdown-listener"] == "boot", !isWorker {
+    for fd in listeners { say("testapp: shutdown(\(fd), SHUT_RDWR) = \(shutdown(fd, Int32(SHUT_RDWR)))") }
+}
+if let mode = options["--bind-own"], !isWorker, let first = listeners.first {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(first, $0, &length) } }
+    let fd = socket(Int32(storage.ss_family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    if mode == "reuseport" { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) }
+    let rc = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    guard rc == 0, listen(fd, 64) == 0 else {
+        say("testapp: cannot bind a socket of my own on the inherited address: \(String(cString: strerror(errno)))")
+        exit(1)
+    }
+    say("testapp: bound a socket of my own (\(mode)) on the inherited address")
+    listeners.append(fd)
+}
 
 let cwd: String = {
     var buf = [CChar](repeating: 0, count: 4096)
@@ -153,38 +265,12 @@ if options["--hang"] != nil {
 }
 if ms("--boot-delay") > 0 { usleep(UInt32(ms("--boot-delay")) * 1000) }
 
-func notify(_ message: String) {
-    guard let path = env("NOTIFY_SOCKET") else { return }
-    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    var bytes = Array(path.utf8)
-    if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-    let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
-    _ = message.withCString { msg in
-        withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, msg, strlen(msg), 0, $0, len) }
-        }
-    }
-}
-
 // Workers share the listeners and the process group.
 var workerPids: [pid_t] = []
 if !isWorker, let n = Int(options["--workers"] ?? "0"), n > 0 {
     let selfArgs = ["baton-testapp-worker"] + CommandLine.arguments.dropFirst().filter { $0 != "--notify" } + ["--worker"]
     for _ in 0..<n {
-        var pid: pid_t = 0
-        let pointers = selfArgs.map { strdup($0) } + [nil]
-        let envp = (0..<1).map { _ in baton_environ() }[0]
-        let rc = listeners.withUnsafeBufferPointer { fds in
-            pointers.withUnsafeBufferPointer {
-                baton_spawn(&pid, "/proc/self/exe", $0.baseAddress!, envp, fds.baseAddress, fds.baseAddress, Int32(fds.count), nil, 0, 0)
-            }
-        }
-        for p in pointers { free(p) }
-        if rc == 0 { workerPids.append(pid) }
+        if let pid = spawnSelf(selfArgs, fds: listeners) { workerPids.append(pid) }
     }
 }
 
@@ -247,24 +333,78 @@ func respond(_ client: Int32) {
 }
 
 say("testapp: pid \(getpid()) gen \(generation) serving on \(listeners.count) socket(s)\(isWorker ? " (worker)" : "")")
-if options["--notify"] != nil, !isWorker {
-    if ms("--ready-delay") > 0 { usleep(UInt32(ms("--ready-delay")) * 1000) }
-    notify("STATUS=serving\nREADY=1")
+if !isWorker {
+    if options["--notify-garbage"] != nil {
+        notifyBytes([0xFF, 0xFE, 0x00, 0x80, 0xC3])
+        notifyBytes([])
+        notifyBytes(Array(repeating: UInt8(ascii: "A"), count: 65536))
+        notify("READY\n=1\nready=1\nREADY=yes\nno equals sign here")
+        let passed = (0..<3).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        notifyBytes(Array("STATUS=here are three descriptors".utf8), passing: passed)
+        for fd in passed { close(fd) }
+        say("testapp: sent garbage on the notify socket")
+    }
+    if let n = Int(options["--notify-flood"] ?? "") {
+        for i in 0..<n { notify("garbage \(i)") }
+        say("testapp: sent \(n) malformed notify messages")
+    }
+    if let code = options["--notify-errno"] {
+        notify("STATUS=cannot open the database\nERRNO=\(code)")
+        say("testapp: sent ERRNO=\(code), never READY=1")
+    }
+    if options["--notify-from-child"] != nil,
+        let child = spawnSelf(["baton-testapp-notifier", "--send-notify", "STATUS=from a child\nREADY=1"])
+    {
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
+        say("testapp: READY=1 sent by child pid \(child), not by the main process")
+    }
+    if options["--notify"] != nil {
+        if ms("--ready-delay") > 0 { usleep(UInt32(ms("--ready-delay")) * 1000) }
+        notify("STATUS=serving\nREADY=1")
+    }
+    if let mb = Int(options["--flood-output"] ?? "") {
+        DispatchQueue.global().async {
+            let line = Array("testapp flood: \(String(repeating: "x", count: 84))\n".utf8)
+            var block: [UInt8] = []
+            while block.count < 65536 { block += line }
+            var written = 0
+            while written < mb << 20 {
+                let n = block.withUnsafeBytes { write(written & 65536 == 0 ? 1 : 2, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                written += n
+            }
+            say("testapp: flooded \(written >> 20) MiB of output")
+        }
+    }
 }
 let crashAt: Int64? = options["--crash-after"].flatMap { Int64($0) }
 
 var pollFDs =
     listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)]
 var draining = false
+/// Listeners found shut down (accept gave EINVAL): looked at again every 20 ms,
+/// and polled again once they listen again.
+var down: Set<Int> = []
+func isListening(_ fd: Int32) -> Bool {
+    var accepting: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0 && accepting == 1
+}
 while !draining {
-    var timeout: Int32 = -1
+    for i in down where isListening(listeners[i]) {
+        down.remove(i)
+        pollFDs[i].fd = listeners[i]
+        say("testapp: listener \(listeners[i]) listens again")
+    }
+    var timeout: Int32 = down.isEmpty ? -1 : 20
     if let crashAt {
         let elapsed = Int64((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
         if elapsed >= crashAt {
             say("testapp: crashing after \(crashAt) ms as asked")
             exit(3)
         }
-        timeout = Int32(crashAt - elapsed)
+        timeout = timeout < 0 ? Int32(crashAt - elapsed) : min(timeout, Int32(crashAt - elapsed))
     }
     let n = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
     if n <= 0 { continue }
@@ -276,8 +416,12 @@ while !draining {
         while true {
             let client = accept(pollFDs[i].fd, nil, nil)
             if client < 0 {
-                // A listener shut down by the supervisor (hand-over): stop polling it.
-                if errno == EINVAL { pollFDs[i].fd = -1 }
+                // A listener shut down (by the supervisor in hand-over mode, or by
+                // another process holding it): stop polling it until it listens again.
+                if errno == EINVAL {
+                    pollFDs[i].fd = -1
+                    down.insert(i)
+                }
                 break
             }
             _ = baton_fcntl_setfd(client, FD_CLOEXEC)
@@ -287,7 +431,14 @@ while !draining {
         }
     }
 }
+if options["--orphan-workers"] != nil, !isWorker {
+    say("testapp: pid \(getpid()) exiting at once, leaving workers \(workerPids) behind")
+    exit(0)
+}
 // Graceful: stop accepting, let in-flight requests finish, then exit 0.
+if options["--shutdown-listener"] == "term" {
+    for fd in listeners { say("testapp: shutdown(\(fd), SHUT_RDWR) = \(shutdown(fd, Int32(SHUT_RDWR)))") }
+}
 for fd in listeners { close(fd) }
 for pid in workerPids { kill(pid, SIGTERM) }
 while inflight.load(ordering: .relaxed) > 0 { usleep(5000) }
