@@ -1,0 +1,418 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+extension Reliability {
+    /// The app misbehaves: a good generation serves under load while a
+    /// release built with one of the test app's fault switches comes up (or
+    /// goes down).
+    @Suite(.serialized) struct AppFaults {
+        /// Restarts into a release with testapp.args `args` under load; the
+        /// attempt must fail with `reason` while generation 1 serves on.
+        func failedRestart(
+            _ c: CaseRecord, args: String, options: [String] = ["--ready", "notify", "--ready-timeout", "1s"], reason: String,
+            during: ((Baton, UInt16) throws -> Void)? = nil
+        ) throws {
+            let s = Scratch()
+            let b = servingBaton(s, options: ["--settle", "0"] + options)
+            c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+            let port = try c.require(b.port, "no port: \(b.log)")
+            let watch = Watch(b.child.pid)
+            s.release("bad", args: args)
+            s.point(to: "bad")
+            let load = Load(port: port, clients: 8)
+            try watch.sampling {
+                b.hup()
+                c.expect(eventually(15) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail: \(b.log)")
+                try during?(b, port)
+            }
+            c.expect(body(httpGet(port: port))?.hasPrefix("good gen=1") == true, "generation 1 does not serve any more")
+            c.load(load.stop())
+            let failure = line(b.log, containing: "generation 2 failed:") ?? ""
+            c.expect(failure.contains(reason), "expected '\(reason)' in: \(failure)")
+            c.expect(failure.contains("generation 1 (pid"), "the failure does not say who still serves: \(failure)")
+            c.note(failure)
+            // The failed generation is gone with its group, nothing leaked.
+            let failedPid = generationPid(b.log, 2)
+            c.expect(failedPid.map { pid in eventually(8) { isGone(pid) } } ?? false, "generation 2 is still running")
+            watch.checkRunning(c)
+            stopAndCheck(b, watch, c, s)
+        }
+
+        @Test func crashAtBoot() throws {
+            try faultCase("app.crash-at-boot") { c in
+                try failedRestart(c, args: "--crash-at-boot", reason: "exited with exit code 1 before it was ready")
+            }
+        }
+
+        @Test func exitZeroAtBoot() throws {
+            try faultCase("app.exit-0-at-boot") { c in
+                try failedRestart(c, args: "--exit-at-boot", reason: "exited with exit code 0 before it was ready")
+            }
+        }
+
+        @Test func hangBeforeReady() throws {
+            try faultCase("app.hang-before-ready") { c in
+                try failedRestart(c, args: "--hang", reason: "not ready after 1 s: stopped")
+            }
+        }
+
+        @Test func neverReady() throws {
+            try faultCase("app.never-ready") { c in
+                // It accepts on the shared socket while starting: what it took, it drains.
+                try failedRestart(c, args: "", reason: "not ready after 1 s: stopped")
+            }
+        }
+
+        @Test func notifyErrno() throws {
+            try faultCase("app.notify-errno") { c in
+                try failedRestart(c, args: "--notify-errno 5", reason: "not ready after 1 s: stopped") { b, _ in
+                    c.expect(b.count("reported ERRNO=5") == 1, "ERRNO=5 not logged: \(b.log)")
+                    c.expect(b.count("STATUS=cannot open the database") == 1, "STATUS not logged")
+                    c.note(line(b.log, containing: "reported ERRNO=5") ?? "")
+                }
+            }
+        }
+
+        @Test func readyFromAChild() throws {
+            try faultCase("app.ready-from-child") { c in
+                try failedRestart(c, args: "--notify-from-child", reason: "not ready after 1 s: stopped") { b, _ in
+                    let ignored = line(b.log, containing: "ignored a notify message from pid")
+                    c.expect(ignored != nil, "the child's READY=1 was not rejected: \(b.log)")
+                    c.note(ignored ?? "")
+                }
+            }
+        }
+
+        @Test func readyFromAStranger() throws {
+            try faultCase("app.ready-from-stranger") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "3s"])
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let watch = Watch(b.child.pid)
+                s.release("silent", args: "")
+                s.point(to: "silent")
+                let load = Load(port: port, clients: 8)
+                b.hup()
+                let pid = try c.require(eventually(5) { generationPid(b.log, 2) != nil } ? generationPid(b.log, 2) : nil, "no gen 2")
+                // Its NOTIFY_SOCKET, as any process of the machine could find it.
+                let environ = (try? String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)) ?? ""
+                let name = try c.require(
+                    environ.split(separator: "\0").first { $0.hasPrefix("NOTIFY_SOCKET=") }.map { String($0.dropFirst(14)) },
+                    "no NOTIFY_SOCKET in the app's environment")
+                c.expect(sendDatagram(to: name, "READY=1\nSTATUS=forged"), "could not send to \(name)")
+                c.expect(eventually(3) { b.count("ignored a notify message from pid \(getpid())") == 1 }, "not rejected: \(b.log)")
+                c.note(line(b.log, containing: "ignored a notify message from pid") ?? "")
+                let status = controlExchange(s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
+                c.expect(status.contains(#""state":"starting""#), "generation 2 is not starting any more: \(status)")
+                c.expect(!b.log.contains("STATUS=forged"), "the forged STATUS was taken")
+                c.expect(eventually(8) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail")
+                c.load(load.stop())
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func notifyGarbage() throws {
+            try faultCase("app.notify-garbage") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "10s"])
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let watch = Watch(b.child.pid)
+                s.release("garbage", args: "--notify-garbage --notify-flood 1000 --notify")
+                s.point(to: "garbage")
+                let load = Load(port: port, clients: 8)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "the real READY=1 after the garbage was not taken: \(b.log)")
+                }
+                c.load(load.stop())
+                let malformed = b.count("ignored a malformed notify message")
+                c.expect(malformed >= 1003, "\(malformed) malformed messages ignored, expected the 1,003 sent")
+                c.note("\(malformed) datagrams logged as malformed and ignored; generation 2 ready on its READY=1")
+                c.expect(body(httpGet(port: port))?.hasPrefix("garbage gen=2") == true, "generation 2 does not serve")
+                // The three descriptors passed with a datagram were closed.
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func crashAfterReadyWhileTheOldOneDrains() throws {
+            try faultCase("app.crash-after-ready") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify"])
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let watch = Watch(b.child.pid)
+                s.release("crashy", args: "--notify --crash-after 400")
+                s.point(to: "crashy")
+                let load = Load(port: port, clients: 8)
+                let slow = Mutex<String?>(nil)
+                let done = DispatchSemaphore(value: 0)
+                Thread.detachNewThread {
+                    let r = body(httpGet(port: port, path: "/slow?ms=2500"))
+                    slow.withLock { $0 = r }
+                    done.signal()
+                }
+                usleep(150_000)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve: \(b.log)")
+                    s.point(to: "good")
+                    c.expect(eventually(5) { b.count("exited unexpectedly with exit code 3") == 1 }, "no crash: \(b.log)")
+                    c.expect(b.waitServing(3), "no respawn: \(b.log)")
+                    c.expect(done.wait(timeout: .now() + 10) == .success, "the slow request did not finish")
+                }
+                c.expect(slow.withLock { $0 }?.hasPrefix("good gen=1") == true, "the slow request on generation 1 failed")
+                c.expect(eventually(5) { b.count("gen 1 pid") > 0 && b.count("drained after") >= 1 }, "generation 1 did not drain")
+                let stats = load.stop()
+                c.load(stats, allowed: 8)
+                c.note(line(b.log, containing: "exited unexpectedly") ?? "")
+                c.note(line(b.log, containing: "nothing serves: starting a new generation") ?? "")
+                c.note("the 2.5 s request on generation 1 completed")
+                c.limit =
+                    "a process that dies takes the connections it had accepted with it (the kernel resets them): at most one per client can fail (\(stats.failed) of \(stats.ok + stats.failed) here); connections still queued wait for the respawn, since the supervisor keeps the socket open"
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        /// A retired generation that does not exit on its signal.
+        @Test func ignoresTerm() throws {
+            try faultCase("app.ignore-term") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0", "--drain-timeout", "1s"], args: "--notify --ignore-term --workers 2")
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let group = try c.require(pgidIn(body(httpGet(port: port, path: "/env"))), "no pgid")
+                c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
+                let members = processGroupMembers(group)
+                let watch = Watch(b.child.pid)
+                s.release("next", args: "--notify")
+                s.point(to: "next")
+                let load = Load(port: port, clients: 8)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                    c.expect(eventually(5) { b.count("sent SIGKILL to its process group") == 1 }, "no SIGKILL: \(b.log)")
+                    c.expect(eventually(5) { members.allSatisfy(isGone) }, "left: \(members.filter { !isGone($0) })")
+                }
+                let stats = load.stop()
+                c.load(stats, allowed: 8)
+                c.note(line(b.log, containing: "sent SIGKILL to its process group") ?? "")
+                c.limit =
+                    "an old generation that ignores its signal keeps accepting from the shared socket until it is killed; requests it holds at the SIGKILL are reset by the kernel (\(stats.failed) here). --handover shuts its own listener first, so it accepts nothing more"
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func workersOutliveTheirParent() throws {
+            try faultCase("app.orphan-workers") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0"], args: "--notify --orphan-workers --workers 2")
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let group = try c.require(pgidIn(body(httpGet(port: port, path: "/env"))), "no pgid")
+                c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
+                let workers = processGroupMembers(group).filter { $0 != group }
+                let watch = Watch(b.child.pid)
+                s.release("next", args: "--notify")
+                s.point(to: "next")
+                let load = Load(port: port, clients: 8)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                    c.expect(eventually(5) { workers.allSatisfy(isGone) }, "workers left: \(workers.filter { !isGone($0) })")
+                }
+                let stats = load.stop()
+                c.load(stats, allowed: 8)
+                c.note("the main process exited at once; its 2 workers were killed with the group and reaped")
+                c.limit =
+                    "workers killed because their parent left them are reset with the requests they hold (\(stats.failed) here)"
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func workersLeaveTheProcessGroup() throws {
+            try faultCase("app.escape-group") { c in
+                let s = Scratch()
+                let b = servingBaton(
+                    s, options: ["--settle", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let watch = Watch(b.child.pid)
+                c.expect(eventually(5) { descendants(of: b.child.pid).count == 3 }, "no workers")
+                let first = descendants(of: b.child.pid)
+                s.release("next", args: "--notify")
+                s.point(to: "next")
+                let load = Load(port: port, clients: 8)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                    c.expect(
+                        eventually(8) { first.allSatisfy(isGone) },
+                        "generation 1's escaped workers still run: \(first.filter { !isGone($0) })")
+                }
+                let stats = load.stop()
+                c.load(stats, allowed: 8)
+                c.note("workers in sessions of their own outlived their generation's main process")
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func closesItsListener() throws {
+            try faultCase("app.close-listener") { c in
+                try failedRestart(c, args: "--close-listener --hang", reason: "not ready after 1 s: stopped")
+            }
+        }
+
+        @Test func bindsItsOwnSocket() throws {
+            try faultCase("app.bind-own") { c in
+                try failedRestart(c, args: "--notify --bind-own plain", reason: "exited with exit code 1 before it was ready")
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0"])
+                c.expect(b.waitServing(1), "generation 1 did not serve")
+                s.release("reuse", args: "--notify --bind-own reuseport")
+                s.point(to: "reuse")
+                b.hup()
+                c.expect(eventually(10) { b.count("generation 2 failed:") == 1 }, "SO_REUSEPORT bind was not refused: \(b.log)")
+                c.expect(b.log.contains("cannot bind a socket of my own on the inherited address: Address already in use"), "\(b.log)")
+                c.note("with SO_REUSEPORT too: EADDRINUSE (the shared listener has no SO_REUSEPORT)")
+                b.child.signal(SIGTERM)
+                c.expect(b.child.wait() == 0, "baton did not stop")
+                c.limit =
+                    "in --handover mode the supervisor's listeners carry SO_REUSEPORT, so an app running as the same user can bind the port beside them and take a share of the connections; an app run with --user as another uid cannot"
+            }
+        }
+
+        @Test func leaksDescriptors() throws {
+            try faultCase("app.leak-fds") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0"], args: "--notify --leak-fds 1000")
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let leaky = try c.require(pidIn(body(httpGet(port: port, path: "/env"))), "no pid")
+                c.expect(openDescriptors(leaky).count > 1000, "generation 1 did not leak")
+                let watch = Watch(b.child.pid)
+                s.release("next", args: "--notify")
+                s.point(to: "next")
+                let load = Load(port: port, clients: 8)
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                }
+                c.load(load.stop())
+                let env = body(httpGet(port: port, path: "/env")) ?? ""
+                c.expect(env.contains("fds=0,1,2,3\n"), "generation 2 inherited more: \(env)")
+                c.note("generation 1 held \(openDescriptors(leaky).count) descriptors; generation 2 started with 0,1,2,3")
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        @Test func floodsItsOutput() throws {
+            try faultCase("app.flood-output") { c in
+                let s = Scratch()
+                let b = servingBaton(s, options: ["--settle", "0"])
+                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+                let port = try c.require(b.port, "no port")
+                let watch = Watch(b.child.pid)
+                s.release("loud", args: "--notify --flood-output 200")
+                s.point(to: "loud")
+                let load = Load(port: port, clients: 8)
+                var worst = 0.0
+                watch.sampling {
+                    b.hup()
+                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                    s.point(to: "good")
+                    // While it floods: the supervisor answers and restarts.
+                    for _ in 0..<5 {
+                        let t = Date()
+                        let status = controlExchange(s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
+                        worst = max(worst, Date().timeIntervalSince(t))
+                        c.expect(status.contains(#""state":"running""#), "no status: \(status)")
+                    }
+                    b.hup()
+                    c.expect(b.waitServing(3, 20), "generation 3 did not serve")
+                }
+                c.load(load.stop())
+                let size = ((try? FileManager.default.attributesOfItem(atPath: b.child.logPath))?[.size] as? Int ?? 0) >> 20
+                c.expect(eventually(20) { b.log.contains("flooded 200 MiB") || b.count("drained after") >= 2 }, "no flood")
+                c.note("\(size) MiB of log; status answered in \(Int(worst * 1000)) ms at worst during the flood")
+                c.limit =
+                    "the app writes to the supervisor's own stdout and stderr: to a file that costs nothing, but if they are a pipe (systemd's journal, start_server's '--log-file=| cmd') a reader slower than the flood blocks the supervisor's log writes too"
+                watch.checkRunning(c)
+                stopAndCheck(b, watch, c, s)
+            }
+        }
+
+        /// Shutting down the shared listener: the kernel stops the one socket
+        /// every generation and the supervisor hold.
+        func shutdownScenario(_ c: CaseRecord, first: String, second: String) throws {
+            let s = Scratch()
+            let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
+            c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+            let port = try c.require(b.port, "no port")
+            let watch = Watch(b.child.pid)
+            s.release("next", args: second)
+            s.point(to: "next")
+            let load = Load(port: port, clients: 8)
+            watch.sampling {
+                b.hup()
+                usleep(1_500_000)
+            }
+            let during = load.stop()
+            // Afterwards: served again, without a single failure.
+            let after = Load(port: port, clients: 8)
+            usleep(500_000)
+            let stats = after.stop()
+            c.load(stats)
+            c.requests += during.ok + during.failed
+            c.failed += during.failed
+            c.expect(during.failed <= 64, "\(during.failed) requests failed around the shutdown: \(during.errors)")
+            c.note(
+                "around the shutdown: \(during.failed) of \(during.ok + during.failed) failed (\(during.errors.keys.sorted().joined(separator: ", ")))"
+            )
+            c.note("afterwards: \(stats.failed) of \(stats.ok + stats.failed) failed")
+            c.note(line(b.log, containing: "was shut down") ?? "no log line")
+            c.limit =
+                "shutdown(SHUT_RD or SHUT_RDWR) on a listening socket stops it for every process holding it (one socket, one state): the connections queued at that instant are reset and new ones refused until the supervisor, woken by EPOLLHUP, listens on it again. A unix socket cannot listen again once shut down. --handover gives each generation a socket of its own"
+            watch.checkRunning(c)
+            stopAndCheck(b, watch, c, s)
+        }
+
+        @Test func shutsDownTheSharedListenerWhileStarting() throws {
+            try faultCase("app.shutdown-listener-boot") { c in
+                try shutdownScenario(c, first: "--notify", second: "--shutdown-listener boot --hang")
+            }
+        }
+
+        @Test func shutsDownTheSharedListenerWhenRetired() throws {
+            try faultCase("app.shutdown-listener-term") { c in
+                try shutdownScenario(c, first: "--notify --shutdown-listener term", second: "--notify")
+            }
+        }
+    }
+}
+
+/// Sends one datagram to a unix socket name (`@` for the abstract namespace).
+func sendDatagram(to name: String, _ text: String) -> Bool {
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    var bytes = Array(name.utf8)
+    if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+    let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+    let n = text.withCString { msg in
+        withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, msg, strlen(msg), 0, $0, len) } }
+    }
+    return n > 0
+}
