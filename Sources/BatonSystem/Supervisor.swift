@@ -148,6 +148,7 @@ public final class Supervisor {
         baton_epoll_add(epfd, signalFD, Token.signal.rawValue)
         baton_epoll_add(epfd, notifyFD, Token.notify.rawValue)
         if controlFD >= 0 { baton_epoll_add(epfd, controlFD, Token.control.rawValue) }
+        watchSharedListeners()
         startReportFD = configuration.startReportFD
 
         Log.line(
@@ -179,7 +180,9 @@ public final class Supervisor {
                 case .notify: handleNotifications()
                 case .control: acceptControlConnections()
                 case .connectionBase, nil:
-                    if token > Self.probeTokenBase {
+                    if token > Self.listenerTokenBase {
+                        handleListenerHangUp(Int32(token - Self.listenerTokenBase))
+                    } else if token > Self.probeTokenBase {
                         handleProbe(Int32(token - Self.probeTokenBase))
                     } else if token > Token.connectionBase.rawValue {
                         handleConnection(Int32(token - Token.connectionBase.rawValue))

@@ -134,6 +134,14 @@ int baton_epoll_watch(int epfd, int fd, uint64_t token, int writable, int modify
     return epoll_ctl(epfd, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
 }
 
+int baton_epoll_watch_hangup(int epfd, int fd, uint64_t token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = 0;
+    ev.data.u64 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 int baton_epoll_del(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
 
 int baton_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms) {

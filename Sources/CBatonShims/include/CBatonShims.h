@@ -45,6 +45,9 @@ int baton_epoll_add(int epfd, int fd, uint64_t token);
 int baton_epoll_del(int epfd, int fd);
 /// Adds `fd` (or, with `modify`, changes it) for reading and, with `writable`, writing.
 int baton_epoll_watch(int epfd, int fd, uint64_t token, int writable, int modify);
+/// Adds `fd` for hang-ups only (no event mask: epoll reports EPOLLHUP and
+/// EPOLLERR always), such as a listening socket that another process shut down.
+int baton_epoll_watch_hangup(int epfd, int fd, uint64_t token);
 /// Waits for events; fills `tokens` (at most `max`) and returns the count,
 /// 0 on timeout, or -1 (errno set). `timeout_ms` -1 waits forever.
 int baton_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms);
