@@ -225,15 +225,19 @@ public final class Supervisor {
     /// still holds its pid (so its process group cannot be reused under a
     /// KILL), then it is reaped.
     private func reapChildren() {
+        var reaped = false
         while true {
             var signaled: Int32 = 0
             var code: Int32 = 0
             let pid = baton_peek_exited_child(&signaled, &code)
-            guard pid > 0 else { return }
+            guard pid > 0 else { break }
             dispatch(.childExited(pid: pid, status: signaled != 0 ? .signaled(code) : .exited(code)))
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            reaped = true
         }
+        // A process that died may have left others of its generation to us.
+        if reaped { killStrays() }
     }
 
     private func handleNotifications() {
