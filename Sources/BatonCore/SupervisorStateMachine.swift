@@ -337,7 +337,14 @@ public struct SupervisorStateMachine: Sendable {
         let queuedRequests = queued ?? []
         queued = nil
         if let attempt {
-            finishAttempt(attempt, .failed(generation: attempt.generation, reason: "the supervisor is stopping"), now: now, &out)
+            // A restart cut short by the stop did not fail, and nothing serves
+            // on after it: its requesters hear that the supervisor is stopping.
+            let outcome: AttemptOutcome =
+                attempt.reason == .initial
+                ? .failed(generation: attempt.generation, reason: "the supervisor is stopping")
+                : .rejected(
+                    reason: "the supervisor is stopping; generation \(attempt.generation) was stopped before it was ready")
+            finishAttempt(attempt, outcome, now: now, &out)
         }
         if !queuedRequests.isEmpty {
             out.append(.attemptFinished(requests: queuedRequests, outcome: .rejected(reason: "the supervisor is stopping")))

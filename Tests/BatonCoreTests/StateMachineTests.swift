@@ -259,6 +259,10 @@ func outcomes(_ actions: [SupervisorAction]) -> [([RequestID], AttemptOutcome)] 
         let actions = h.send(.stopRequested(9))
         #expect(Set(signals(actions).map { "\($0)" }) == ["signal(pid: 1000, signal: 2)", "signal(pid: 2000, signal: 2)"])
         #expect(outcomes(actions).first?.0 == [5])
+        // The restart in flight is not a failed generation: it was cut short.
+        #expect(
+            outcomes(actions).first?.1
+                == .rejected(reason: "the supervisor is stopping; generation 2 was stopped before it was ready"))
         // A restart during the stop is refused.
         let refused = h.send(.restartRequested(6))
         #expect(outcomes(refused).first?.1 == .rejected(reason: "the supervisor is stopping"))
