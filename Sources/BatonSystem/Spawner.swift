@@ -54,6 +54,15 @@ struct Spawner {
         case .success(let d): releaseDir = d
         case .failure(let e): return .failure(e)
         }
+        // A command given by path is looked for in this release, so that a
+        // release whose command is missing or not executable fails with the
+        // reason, not with the exec helper's bare 126/127. (A bare name is
+        // searched in the app's PATH by the exec helper.)
+        if let command = configuration.command.first, command.contains("/"),
+            let problem = Sys.findExecutable(command, directory: releaseDir, path: nil).problem
+        {
+            return .failure(BatonError(.commandNotFound, "cannot run '\(command)' in \(releaseDir): it \(problem)"))
+        }
         var env: [String: String] = [:]
         var order: [String] = []
         func set(_ key: String, _ value: String?) {
