@@ -153,7 +153,9 @@ public enum EnvDir {
     public static func read(_ dir: String, style: Style = .daemontools) -> Result<[(String, String?)], BatonError> {
         guard let d = opendir(dir) else {
             let e = errno
-            return .failure(BatonError(.failure, "--envdir \(dir): \(Sys.describe(errno: e))", errno: e))
+            // A directory that is not there is a bad option value (as for --dir).
+            return .failure(
+                BatonError(e == ENOENT || e == ENOTDIR ? .usage : .failure, "--envdir \(dir): \(Sys.describe(errno: e))", errno: e))
         }
         defer { closedir(d) }
         var names: [String] = []

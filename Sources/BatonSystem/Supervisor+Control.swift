@@ -24,15 +24,21 @@ public let controlProtocolVersion = 1
 extension Supervisor {
     // MARK: - The socket
 
-    func openControlSocket(_ path: String) throws(BatonError) {
+    /// Refuses a control socket path that is too long or where another kind of file stands.
+    static func checkControlPath(_ path: String) throws(BatonError) {
         guard path.utf8.count <= ListenAddress.maxUnixPathBytes else {
             throw BatonError(.usage, "--control \(path): the path is over the kernel's limit of \(ListenAddress.maxUnixPathBytes) bytes")
         }
         var st = stat()
+        if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
+            throw BatonError(.usage, "--control \(path): a file that is not a socket stands there; remove it or choose another path")
+        }
+    }
+
+    func openControlSocket(_ path: String) throws(BatonError) {
+        try Self.checkControlPath(path)
+        var st = stat()
         if lstat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-                throw BatonError(.usage, "--control \(path): a file that is not a socket stands there; remove it or choose another path")
-            }
             if Listeners.unixSocketIsLive(path) {
                 throw BatonError(.alreadyRunning, "a supervisor already answers on control socket \(path)")
             }

@@ -72,6 +72,11 @@ public final class Supervisor {
         if let envdir = configuration.envdir, case .failure(let e) = EnvDir.read(envdir, style: configuration.envdirStyle) {
             throw e
         }
+        // Checked again when the socket is made; here too, so that 'baton
+        // start' refuses before it spawns a daemon.
+        if let path = configuration.controlPath {
+            try Self.checkControlPath(path)
+        }
     }
 
     private static func resolveCredentials(user: String?, group: String?) throws(BatonError) -> Spawner.Credentials? {
