@@ -148,6 +148,9 @@ func portSpec(_ text: String) throws(BatonError) -> ListenSpec {
     }
     var host: String
     var portText: Substring
+    if key.hasPrefix("["), !key.contains("]") {
+        throw BatonError(.usage, "--port \(text): missing ']'; expected [host]:port")
+    }
     if key.hasPrefix("["), let close = key.firstIndex(of: "]") {
         host = String(key[key.index(after: key.startIndex)..<close]).trimmingCharacters(" ")
         portText = key[key.index(after: close)...].drop { $0 == " " }
@@ -211,11 +214,20 @@ func waitForChange(watching fd: Int32, until deadline: Instant) -> Bool {
     return true
 }
 
+/// --restart-timeout, default 5 minutes; a malformed value is a usage error.
+func restartTimeout() -> Duration {
+    do {
+        return try seconds("restart-timeout") ?? .seconds(300)
+    } catch {
+        die(error.message, code: 1)
+    }
+}
+
 func restartServer() -> Never {
     guard let pidFile = last("pid-file"), let statusFile = last("status-file") else {
         die("--restart option requires --pid-file and --status-file to be set as well")
     }
-    let timeout = (try? seconds("restart-timeout")) ?? nil ?? .seconds(300)
+    let timeout = restartTimeout()
     let deadline = Sys.now() + timeout
     // Our own start_server answers on its control socket: the real outcome, at once.
     let control = controlPath(pidFile: pidFile)
@@ -275,12 +287,12 @@ func waitForRead(_ fd: Int32, until deadline: Instant) -> Bool {
 
 func stopServer() -> Never {
     guard let pidFile = last("pid-file") else { die("--stop option requires --pid-file to be set as well") }
+    let timeout = restartTimeout()
     let fd = baton_open(pidFile, O_RDWR | O_CLOEXEC, 0)
     guard fd >= 0, let pid = readPid(pidFile) else { die("failed to open file:\(pidFile):\(Sys.describe(errno: errno))") }
     Sys.writeAll(2, "stop_server (pid:\(getpid())) stopping now (pid:\(pid))...\n".utf8)
     guard kill(pid, SIGTERM) == 0 else { die("failed to send SIGTERM to the server process:\(Sys.describe(errno: errno))") }
     // The server holds the pid file's lock until it has exited.
-    let timeout = (try? seconds("restart-timeout")) ?? nil ?? .seconds(300)
     guard baton_flock_timeout(fd, Int64(timeout.milliseconds)) == 0 else {
         die("the server (pid \(pid)) is still running after \(timeout.humanDescription)", code: 7)
     }
