@@ -83,11 +83,30 @@ struct Demo {
             try await Task.sleep(for: .milliseconds(milliseconds))
             return templates.page(info, slowMilliseconds: milliseconds)
         }
-        router.get("/health") { _, _ in
-            "ok\n"
+        // A release can declare itself broken for the health probe: a file
+        // `health-status` in the release directory holding an HTTP status
+        // (read once at start, like the templates).
+        let healthStatus = readHealthStatus(releaseDirectory + "/health-status")
+        router.get("/health") { _, _ -> Response in
+            let ok = healthStatus == 200
+            let body = ok ? "ok\n" : "unhealthy: this release's health-status file says \(healthStatus)\n"
+            return Response(
+                status: HTTPResponse.Status(code: healthStatus), headers: [.contentType: "text/plain"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
         }
         let app = BatonApplication(router: router, listeners: listeners, logger: logger)
         try await app.runService()
+    }
+
+    /// The status in a release's `health-status` file, or 200.
+    static func readHealthStatus(_ path: String) -> Int {
+        guard let file = fopen(path, "r") else { return 200 }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 16)
+        guard fgets(&line, Int32(line.count), file) != nil else { return 200 }
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let code = Int(text.filter { !$0.isWhitespace }), (100...599).contains(code) else { return 200 }
+        return code
     }
 
     static func fail(_ message: String, exitCode: Int32) -> Never {

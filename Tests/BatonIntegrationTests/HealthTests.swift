@@ -137,4 +137,46 @@ import Testing
         #expect(body(httpGet(port: port)) == "starman app\n")
         #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
     }
+
+    static let demo = FileManager.default.isExecutableFile(atPath: Binaries.directory + "/baton-demo")
+
+    @Test(.enabled(if: demo, "needs the release-built baton-demo")) func theSwiftDemoWithABrokenHealthIsRefused() throws {
+        let s = Scratch()
+        for (name, status) in [("good", nil), ("broken", "500")] {
+            let dir = s.release(name)
+            try FileManager.default.copyItem(
+                atPath: packageRoot() + "/examples/demo/releases/v1/templates", toPath: dir + "/templates")
+            if let status { try status.write(toFile: dir + "/health-status", atomically: true, encoding: .utf8) }
+        }
+        s.point(to: "good")
+        let d = Daemon(s: s)
+        let start = batonCommand(
+            [
+                "start", "--pid-file", d.pidFile, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health",
+                "--settle", "0",
+                "--ready", "notify", "--ready-timeout", "3s", "--", Binaries.directory + "/baton-demo",
+            ], in: s)
+        #expect(start.code == 0, "\(start.output)")
+        let port = try #require(d.port)
+        let load = Load(port: port, clients: 4)
+        s.point(to: "broken")
+        let broken = d.run("restart")
+        #expect(broken.code == 6, "\(broken.output)")
+        #expect(broken.output.contains("500"), "\(broken.output)")
+        s.point(to: "good")
+        let fine = d.run("restart")
+        #expect(fine.code == 0, "\(fine.output)")
+        let stats = load.stop()
+        #expect(stats.failed == 0, "\(stats.errors)")
+        #expect(d.run("stop").code == 0)
+    }
+}
+
+/// The package's root: the first directory above the binaries with a Package.swift.
+func packageRoot() -> String {
+    var dir = Binaries.directory
+    while dir.count > 1, !FileManager.default.fileExists(atPath: dir + "/Package.swift") {
+        dir = (dir as NSString).deletingLastPathComponent
+    }
+    return dir
 }
