@@ -16,22 +16,26 @@ extension Supervisor {
     func killStrays() {
         let me = getpid()
         guard let proc = opendir("/proc") else { return }
-        var killed: [Int32] = []
+        var children: Set<Int32> = []
         while let entry = readdir(proc) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = Int32(name), pid != me, Self.parent(of: pid) == me,
-                !machine.generations.contains(where: { $0.pid == pid }),
+            guard let pid = Int32(name), pid != me, Self.parent(of: pid) == me else { continue }
+            children.insert(pid)
+            // Killed already, and dying (a process with threads takes a while).
+            guard !killedStrays.contains(pid), !machine.generations.contains(where: { $0.pid == pid }),
                 let generation = Self.generationTag(of: pid),
                 !machine.generations.contains(where: { $0.number == generation })
             else { continue }
             let command = Sys.commandLine(of: pid) ?? "?"
             guard kill(pid, SIGKILL) == 0 else { continue }
-            killed.append(pid)
+            killedStrays.insert(pid)
             Log.line("gen \(generation) pid \(pid) '\(command)' outlived its generation outside its process group: sent SIGKILL")
         }
         closedir(proc)
+        // Those reaped since are forgotten (their pids may be reused).
+        killedStrays.formIntersection(children)
         guard exitCode != nil else { return }
-        for pid in killed {
+        for pid in killedStrays {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }

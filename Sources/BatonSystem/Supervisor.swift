@@ -36,6 +36,8 @@ public final class Supervisor {
     var credentials: Spawner.Credentials?
     let systemd = SystemdNotifier()
     var startReportFD: Int32?
+    /// Processes of gone generations already sent SIGKILL, until reaped.
+    var killedStrays: Set<Int32> = []
     let startedAt = Sys.now()
     let startedWall = Sys.wallClockSeconds()
 
