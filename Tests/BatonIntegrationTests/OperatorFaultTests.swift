@@ -37,14 +37,18 @@ extension Reliability {
                 let port = try c.require(b.port, "no port")
                 let watch = Watch(b.child.pid)
                 let rss = rssKiB(b.child.pid) ?? 0
-                s.release("slow", args: "--notify --ready-delay 1200")
+                s.release("slow", args: "--notify --ready-delay 2000")
                 s.point(to: "slow")
                 let load = Load(port: port, clients: 8)
                 watch.sampling {
-                    for _ in 0..<50 {
+                    // 50 signals within one second, all while generation 2 comes up.
+                    let start = Date()
+                    for i in 0..<50 {
+                        let due = start.addingTimeInterval(Double(i) * 0.019)
+                        if due > Date() { usleep(useconds_t(due.timeIntervalSinceNow * 1e6)) }
                         b.hup()
-                        usleep(20_000)
                     }
+                    c.expect(Date().timeIntervalSince(start) < 1.5, "the 50 signals took \(Date().timeIntervalSince(start)) s")
                     c.expect(b.waitServing(3, 20), "no generation 3: \(b.log)")
                     c.expect(eventually(5) { b.count("drained after") == 2 }, "the old generations did not drain")
                     usleep(1_500_000)
