@@ -41,6 +41,13 @@ import Synchronization
 
 nonisolated(unsafe) var wakeFD: Int32 = -1
 
+/// The SIGTERM handler: wakes the accept loop. A function, not a closure
+/// written in this file's top-level code: such a closure is main-actor
+/// isolated and traps (SIGILL) when the signal lands on a Dispatch thread.
+nonisolated func wakeOnTerm(_: Int32) {
+    _ = write(wakeFD, "t", 1)
+}
+
 /// The descriptors open when the process started, before anything else opened one.
 let inheritedFDs: String = {
     var fds: [Int] = []
@@ -284,7 +291,7 @@ if options["--ignore-term"] != nil {
 } else if options["--drop-on-term"] != nil {
     signal(SIGTERM, SIG_DFL)
 } else {
-    signal(SIGTERM) { _ in _ = write(wakeFD, "t", 1) }
+    signal(SIGTERM, wakeOnTerm)
 }
 signal(SIGPIPE, SIG_IGN)
 
