@@ -324,6 +324,7 @@ enum ReliabilityReport {
         let rows = rows()
         let configurations = Set(rows.values.compactMap { $0["configuration"] as? String }).sorted()
         let passed = rows.values.filter { $0["passed"] as? Bool == true }.count
+        let seconds = Int(rows.values.compactMap { $0["seconds"] as? Double }.reduce(0, +))
         var md = """
             # Reliability under faults and bad input
 
@@ -342,7 +343,7 @@ enum ReliabilityReport {
             row states the kernel's limit), the exit code and message, and that no
             process, zombie, descriptor or file is left behind.
 
-            Last run: \(rows.count) of \(FaultCase.all.count) cases, \(passed) passed (\(configurations.joined(separator: ", ")) build).
+            Last run: \(rows.count) of \(FaultCase.all.count) cases, \(passed) passed, \(seconds) s in all (\(configurations.joined(separator: ", ")) build).
 
 
             """
@@ -363,6 +364,30 @@ enum ReliabilityReport {
             }
             md += "\n"
         }
+        md += """
+            ## What the suite found, and what was fixed
+
+            - A retiring generation that calls `shutdown()` on its inherited listener
+              (the usual way to wake threads blocked in `accept`) stopped the one shared
+              socket for the new generation too: every connection refused from then on.
+              The supervisor now watches its copies of the shared listeners for hang-ups
+              and listens again at once.
+            - Workers that leave their generation's process group escaped the group's
+              SIGKILL, served the old release for ever and outlived `baton stop`. The
+              supervisor (their subreaper) now kills and reaps them once their
+              generation is gone.
+            - A `restart` cut short by a `stop` exited 6 ("the new generation failed;
+              the old one still serves"), which was false; it now exits 11 (busy) and
+              says the supervisor is stopping.
+            - A release whose `./app` is not executable failed with a bare "exit code
+              126"; the reason is now in the message.
+            - `--envdir` naming no directory exited 1 instead of 2; a bad `--control`
+              path was found only after `baton start` had spawned its daemon;
+              `start_server --port=[::1` failed late with exit 255, and a malformed
+              `--restart-timeout` was silently replaced by 5 minutes.
+
+
+            """
         let limits = FaultCase.all.compactMap { c in (rows[c.id]?["limit"] as? String).map { (c, $0) } }
         if !limits.isEmpty {
             md += "## Limits: what the kernel allows\n\n"

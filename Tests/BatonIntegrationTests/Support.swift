@@ -252,6 +252,7 @@ final class Load: @unchecked Sendable {
         var failed = 0
         var errors: [String: Int] = [:]
         var bodies: Set<String> = []
+        var failureTimes: [(Date, String)] = []
     }
     private let stats = Mutex(Stats())
     private let stopFlag = Atomic<Bool>(false)
@@ -275,6 +276,7 @@ final class Load: @unchecked Sendable {
                         case .failure(let e):
                             s.failed += 1
                             s.errors[e.text, default: 0] += 1
+                            s.failureTimes.append((Date(), e.text))
                         }
                     }
                 }
@@ -284,6 +286,7 @@ final class Load: @unchecked Sendable {
     }
 
     var ok: Int { stats.withLock { $0.ok } }
+    var failures: [(Date, String)] { stats.withLock { $0.failureTimes } }
 
     /// Stops the clients and returns the totals.
     func stop() -> Stats {
