@@ -69,18 +69,28 @@ def write_markdown(data, path):
                 "counts as a read error in wrk (a browser or nginx would retry it).\n\n"
             )
             rows = []
+            flagged = False
             for r in f["runs"]:
                 where = f"{r['app']}, {'keep-alive' if r['keepalive'] else 'close'}, {'nginx' if r['nginx'] else 'direct'}"
                 if "error" in r:
                     rows.append([where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), "error", "", "", "", "", "", "", ""])
                     continue
+                artifact = r["read"] > 0.5 * max(1, r["requests"])
+                flagged = flagged or artifact
                 rows.append([
                     where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), r["restarts"], _num(r["requests"]),
-                    f"**{r['failed']}**", r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
+                    f"**{r['failed']}**" + (" †" if artifact else ""), r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
                     f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
                 ])
             out.append(_table(["app, connections, path", "supervisor", "restarts", "requests", "failed", "non-2xx",
                                "socket errors c/r/w/t", "p50 ms", "p99 ms", "max ms"], rows))
+            if flagged:
+                out.append(
+                    "\n† More read errors than half the requests: the app answers a `Connection: close` request without "
+                    "`Connection: close` in its answer and then closes, so wrk sends its next request on the closed "
+                    "connection and counts one read error per request, with or without restarts. An artifact of the app "
+                    "and wrk, not of the restarts: compare these rows with each other only.\n"
+                )
 
     if "latency" in sc:
         lat = sc["latency"]
