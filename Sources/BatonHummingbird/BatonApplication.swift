@@ -295,8 +295,10 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 if let serverName {
                     response.headers[.server] = serverName
                 }
-                if drainState.isDraining {
-                    // Tell a keep-alive client not to send its next request here.
+                if drainState.isDraining || request.asksToClose {
+                    // Draining: tell a keep-alive client not to send its next
+                    // request here. Asked to close: say so (RFC 9112, 9.6), or
+                    // a client may send its next request on this connection.
                     response.headers[.connection] = "close"
                 }
                 return response
@@ -307,6 +309,17 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
                 // Rethrowing the parser error would make the channel write a
                 // second (400) response; any other error just closes it.
                 throw ParseErrorWhileWritingResponse()
+            }
+        }
+    }
+}
+
+extension Request {
+    /// Whether the request's `Connection` header carries the `close` option.
+    fileprivate var asksToClose: Bool {
+        self.headers[values: .connection].contains { value in
+            value.split(separator: ",").contains { option in
+                option.filter { $0 != " " && $0 != "\t" }.lowercased() == "close"
             }
         }
     }

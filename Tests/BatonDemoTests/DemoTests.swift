@@ -69,6 +69,9 @@ import Testing
         #expect(page.status == 200)
         #expect(page.headers["content-type"] == "text/html; charset=utf-8")
         #expect(page.headers["date"]?.hasSuffix(" GMT") == true)
+        // The request said `Connection: close`: so does the answer (a client
+        // such as wrk otherwise sends its next request on the closing connection).
+        #expect(page.headers["connection"]?.lowercased() == "close")
         #expect(page.body.contains("template v1"))
         #expect(page.body.contains("<dd>v1</dd>"))
         #expect(page.body.contains("<dd>standalone</dd>"))
