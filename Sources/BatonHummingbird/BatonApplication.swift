@@ -55,6 +55,8 @@ public import UnixSignals
 ///   of at once. Stock Hummingbird does none of this; a first version of
 ///   this server built the way its `Server` is lost 8 to 18 requests over
 ///   20 restarts under load, and this one none (see docs/LIBRARY.md).
+/// - **`Connection: close`** in a request is answered with `Connection: close`
+///   in its response, which stock Hummingbird leaves out.
 /// - **The `Date` header** is formatted on the first request of each second
 ///   rather than by a timer service; the value is the same.
 public struct BatonApplication<Responder: HTTPResponder>: Service, CustomStringConvertible
