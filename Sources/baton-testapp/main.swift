@@ -33,7 +33,7 @@
 // so that one release of a test can be broken and the next one good.
 //
 // GET / -> "tag gen pid"; GET /slow?ms=N -> the same after N ms; GET /env -> the
-// inherited environment and open descriptors; GET /health -> ok.
+// inherited environment, open descriptors and signal state; GET /health -> ok.
 import CBatonShims
 import Dispatch
 import Glibc
@@ -60,6 +60,21 @@ let inheritedFDs: String = {
         closedir(dir)
     }
     return fds.sorted().map(String.init).joined(separator: ",")
+}()
+/// The SigIgn and SigBlk lines of /proc/self/status at start, before this
+/// program changed a disposition or its mask: what the supervisor left it.
+let inheritedSignals: String = {
+    guard let file = fopen("/proc/self/status", "r") else { return "" }
+    defer { fclose(file) }
+    var lines: [String] = []
+    var buffer = [CChar](repeating: 0, count: 512)
+    while fgets(&buffer, Int32(buffer.count), file) != nil {
+        let line = String(cString: buffer)
+        if line.hasPrefix("SigIgn:") || line.hasPrefix("SigBlk:") {
+            lines.append(line.filter { $0 != "\t" && $0 != "\n" })
+        }
+    }
+    return lines.joined(separator: " ")
 }()
 let inflight = Atomic<Int>(0)
 
@@ -334,6 +349,7 @@ func respond(_ client: Int32) {
             + "BATON_RELEASE_DIR=\(env("BATON_RELEASE_DIR") ?? "")\ncwd=\(cwd)\nfds=\(inheritedFDs)\n"
             + "pgid=\(getpgrp())\nuid=\(getuid())\ngid=\(getgid())\nNOTIFY_SOCKET=\(env("NOTIFY_SOCKET") ?? "")\n"
             + "FROM_ENV=\(env("FROM_ENV") ?? "")\nFROM_ENVDIR=\(env("FROM_ENVDIR") ?? "")\n"
+            + "signals=\(inheritedSignals)\n"
     }
     let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     _ = response.withCString { write(client, $0, strlen($0)) }

@@ -64,6 +64,9 @@ import Testing
         var answer = try #require(body(httpGet(port: port, path: "/env")))
         #expect(answer.contains("FROM_ENV=a=b\n"))
         #expect(answer.contains("FROM_ENVDIR=first\n"))
+        // Every signal at its default and none blocked, glibc's internal 32
+        // and 33 included (its posix_spawn would leave those ignored).
+        #expect(answer.contains("signals=SigBlk:0000000000000000 SigIgn:0000000000000000\n"))
         try "second  \n".write(toFile: envdir + "/FROM_ENVDIR", atomically: true, encoding: .utf8)
         b.hup()
         #expect(b.waitServing(2))
