@@ -478,19 +478,26 @@ class Supervised:
         if not ok:
             raise RuntimeError(f"{self.kind} did not start:\n{self.log[-3000:]}")
 
-    def restart(self, old_exit_timeout=15, new_timeout=30, poll=0.002):
+    def restart(self, old_exit_timeout=15, new_timeout=30, poll=0.002, resend_after=None):
         """HUP, then waits for a newer generation in the status file and for the
         older ones to leave it. Returns (seconds to the new generation listed,
         seconds to it being alone or None when older ones were still there at
-        `old_exit_timeout`), or raises when no newer generation came."""
+        `old_exit_timeout`), or raises when no newer generation came. With
+        `resend_after`, a HUP that brought no new generation in that many
+        seconds is sent again (counted in `self.hups_resent`)."""
         previous = self.newest()
         start = now()
         os.kill(self.pid, signal.SIGHUP)
         listed = alone = None
         deadline_new = start + new_timeout
+        next_resend = start + resend_after if resend_after else None
         while True:
             g = self.generations()
             t = now()
+            if listed is None and next_resend is not None and t > next_resend and not any(n > previous for n, _ in g):
+                self.hups_resent = getattr(self, "hups_resent", 0) + 1
+                os.kill(self.pid, signal.SIGHUP)
+                next_resend = t + resend_after
             if listed is None and any(n > previous for n, _ in g):
                 listed = t - start
             if listed is not None and len(g) == 1 and g[0][0] > previous:
