@@ -14,13 +14,8 @@ extension Supervisor {
     /// is gone (not the generations' main processes). While exiting, also
     /// reaps them, since no SIGCHLD will be read any more.
     func killStrays() {
-        let me = getpid()
-        guard let proc = opendir("/proc") else { return }
-        var children: Set<Int32> = []
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = Int32(name), pid != me, Self.parent(of: pid) == me else { continue }
-            children.insert(pid)
+        let children = Self.children(of: getpid())
+        for pid in children {
             // Killed already, and dying (a process with threads takes a while).
             guard !killedStrays.contains(pid), !machine.generations.contains(where: { $0.pid == pid }),
                 let generation = Self.generationTag(of: pid),
@@ -31,7 +26,6 @@ extension Supervisor {
             killedStrays.insert(pid)
             Log.line("gen \(generation) pid \(pid) '\(command)' outlived its generation outside its process group: sent SIGKILL")
         }
-        closedir(proc)
         // Those reaped since are forgotten (their pids may be reused).
         killedStrays.formIntersection(children)
         guard exitCode != nil else { return }
@@ -39,6 +33,25 @@ extension Supervisor {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
+    }
+
+    /// The children of `pid` (a single-threaded process: the supervisor), from
+    /// /proc/PID/task/PID/children in one read; where the kernel lacks that
+    /// file (CONFIG_PROC_CHILDREN), by reading the parent of every process.
+    static func children(of pid: Int32) -> Set<Int32> {
+        if let list = Sys.readFile("/proc/\(pid)/task/\(pid)/children", limit: 1 << 20) {
+            return Set(list.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }).compactMap { Int32(String(decoding: $0, as: UTF8.self)) })
+        }
+        guard let proc = opendir("/proc") else { return [] }
+        defer { closedir(proc) }
+        var children: Set<Int32> = []
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let child = Int32(name), child != pid, Self.parent(of: child) == pid {
+                children.insert(child)
+            }
+        }
+        return children
     }
 
     /// The parent pid of `pid`, from /proc.
