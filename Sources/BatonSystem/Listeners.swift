@@ -226,16 +226,9 @@ public enum Listeners {
     /// supervisor is gone (BATON_GENERATION in its environment, and no
     /// live baton parent).
     static func orphanedGeneration(_ pid: Int32) -> String? {
-        guard let env = Sys.readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
-        let generation = env.split(separator: 0).lazy.map { String(decoding: $0, as: UTF8.self) }
-            .first { $0.hasPrefix("BATON_GENERATION=") }.map { String($0.dropFirst("BATON_GENERATION=".count)) }
-        guard let generation else { return nil }
+        guard let generation = Sys.environmentValue("BATON_GENERATION", of: pid) else { return nil }
         // Its parent: a supervisor, or init/a subreaper after the supervisor died.
-        guard let stat = Sys.readFile("/proc/\(pid)/stat", limit: 4096),
-            let close = stat.lastIndex(of: UInt8(ascii: ")"))
-        else { return generation }
-        let fields = stat[(close + 2)...].split(separator: UInt8(ascii: " "))
-        guard fields.count > 1, let ppid = Int32(String(decoding: fields[1], as: UTF8.self)) else { return generation }
+        guard let ppid = Sys.parentPid(of: pid) else { return generation }
         let parent = Sys.commandLine(of: ppid) ?? ""
         return parent.contains("baton") || parent.contains("start_server") ? nil : generation
     }
@@ -253,16 +246,12 @@ public enum Listeners {
                 inodes.insert(String(cols[9]))
             }
         }
-        guard !inodes.isEmpty, let proc = opendir("/proc") else { return nil }
-        defer { closedir(proc) }
+        guard !inodes.isEmpty else { return nil }
         var best: Int32?
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var buf = [CChar](repeating: 0, count: 64)
+        for name in Sys.directoryNames("/proc") ?? [] {
             guard let pid = Int32(name), pid != getpid() else { continue }
-            guard let fds = opendir("/proc/\(pid)/fd") else { continue }
-            var buf = [CChar](repeating: 0, count: 64)
-            while let fdEntry = readdir(fds) {
-                let fdName = withUnsafeBytes(of: fdEntry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            for fdName in Sys.directoryNames("/proc/\(pid)/fd") ?? [] {
                 let n = readlink("/proc/\(pid)/fd/\(fdName)", &buf, buf.count - 1)
                 guard n > 0 else { continue }
                 let target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -272,7 +261,6 @@ public enum Listeners {
                     break
                 }
             }
-            closedir(fds)
         }
         guard let pid = best else { return nil }
         return (pid, Sys.commandLine(of: pid) ?? "?")

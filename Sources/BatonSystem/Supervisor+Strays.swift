@@ -14,11 +14,11 @@ extension Supervisor {
     /// is gone (not the generations' main processes). While exiting, also
     /// reaps them, since no SIGCHLD will be read any more.
     func killStrays() {
-        let children = Self.children(of: getpid())
+        let children = Sys.children(of: getpid())
         for pid in children {
             // Killed already, and dying (a process with threads takes a while).
             guard !killedStrays.contains(pid), !machine.generations.contains(where: { $0.pid == pid }),
-                let generation = Self.generationTag(of: pid),
+                let generation = Sys.environmentValue("BATON_GENERATION", of: pid).flatMap({ Int($0) }),
                 !machine.generations.contains(where: { $0.number == generation })
             else { continue }
             let command = Sys.commandLine(of: pid) ?? "?"
@@ -33,44 +33,5 @@ extension Supervisor {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
-    }
-
-    /// The children of `pid` (a single-threaded process: the supervisor), from
-    /// /proc/PID/task/PID/children in one read; where the kernel lacks that
-    /// file (CONFIG_PROC_CHILDREN), by reading the parent of every process.
-    static func children(of pid: Int32) -> Set<Int32> {
-        if let list = Sys.readFile("/proc/\(pid)/task/\(pid)/children", limit: 1 << 20) {
-            return Set(list.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }).compactMap { Int32(String(decoding: $0, as: UTF8.self)) })
-        }
-        guard let proc = opendir("/proc") else { return [] }
-        defer { closedir(proc) }
-        var children: Set<Int32> = []
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let child = Int32(name), child != pid, Self.parent(of: child) == pid {
-                children.insert(child)
-            }
-        }
-        return children
-    }
-
-    /// The parent pid of `pid`, from /proc.
-    static func parent(of pid: Int32) -> Int32? {
-        guard let stat = Sys.readFile("/proc/\(pid)/stat", limit: 4096), let close = stat.lastIndex(of: UInt8(ascii: ")")) else {
-            return nil
-        }
-        let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
-        guard fields.count > 1 else { return nil }
-        return Int32(String(decoding: fields[1], as: UTF8.self))
-    }
-
-    /// The generation number in the environment of `pid` (`BATON_GENERATION`).
-    static func generationTag(of pid: Int32) -> Int? {
-        guard let env = Sys.readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
-        let key = Array("BATON_GENERATION=".utf8)
-        for entry in env.split(separator: 0) where entry.starts(with: key) {
-            return Int(String(decoding: entry.dropFirst(key.count), as: UTF8.self))
-        }
-        return nil
     }
 }

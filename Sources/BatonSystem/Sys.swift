@@ -159,6 +159,63 @@ public enum Sys {
         return text.count > 80 ? String(text.prefix(77)) + "..." : text
     }
 
+    // MARK: - /proc
+
+    /// The names in a directory, without "." and "..", or nil if it cannot be opened.
+    public static func directoryNames(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The parent pid of `pid`, from /proc/PID/stat.
+    public static func parentPid(of pid: Int32) -> Int32? {
+        guard let stat = readFile("/proc/\(pid)/stat", limit: 4096), let close = stat.lastIndex(of: UInt8(ascii: ")")) else {
+            return nil
+        }
+        // After the command in parentheses: the state, then the parent pid.
+        let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+        guard fields.count > 1 else { return nil }
+        return Int32(String(decoding: fields[1], as: UTF8.self))
+    }
+
+    /// The value of `name` in the environment `pid` started with, from /proc/PID/environ.
+    public static func environmentValue(_ name: String, of pid: Int32) -> String? {
+        guard let env = readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
+        let key = Array((name + "=").utf8)
+        for entry in env.split(separator: 0) where entry.starts(with: key) {
+            return String(decoding: entry.dropFirst(key.count), as: UTF8.self)
+        }
+        return nil
+    }
+
+    /// The children of `pid`: the /proc/PID/task/TID/children list of each of
+    /// its threads (a child is listed under the thread that forked it, or that
+    /// adopted it as a subreaper); where the kernel lacks those files
+    /// (CONFIG_PROC_CHILDREN), the parent of every process.
+    public static func children(of pid: Int32) -> Set<Int32> {
+        let threads = directoryNames("/proc/\(pid)/task") ?? []
+        var children: Set<Int32> = []
+        var listed = false
+        for thread in threads {
+            guard let list = readFile("/proc/\(pid)/task/\(thread)/children") else { continue }
+            listed = true
+            for field in list.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }) {
+                if let child = Int32(String(decoding: field, as: UTF8.self)) { children.insert(child) }
+            }
+        }
+        if listed { return children }
+        for name in directoryNames("/proc") ?? [] {
+            if let child = Int32(name), child != pid, parentPid(of: child) == pid { children.insert(child) }
+        }
+        return children
+    }
+
     /// Finds an executable for `command` the way execvp would: a name with a
     /// slash is taken relative to `directory`, others are searched in `path`.
     public static func findExecutable(_ command: String, directory: String, path: String?) -> (found: String?, problem: String?) {
