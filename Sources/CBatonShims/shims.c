@@ -48,14 +48,14 @@ int baton_spawn(pid_t *pid, const char *path, char *const argv[], char *const en
     sigfillset(&all);
     sigdelset(&all, SIGKILL);
     sigdelset(&all, SIGSTOP);
-    // glibc's sigfillset leaves out its two internal signals (32 and 33), and
-    // its posix_spawn then sets them to SIG_IGN in the child, which keeps that
+    // glibc's sigfillset leaves out the signals it keeps for itself (from the
+    // kernel's first real-time signal up to SIGRTMIN: 32 and 33), and its
+    // posix_spawn then sets them to SIG_IGN in the child, which keeps that
     // across exec. Mark them by hand so the app starts with every signal at
     // its default, as after fork and exec. (sigaddset refuses them.)
-    for (int sig = 32; sig <= 33 && sig < SIGRTMIN; sig++) {
-        unsigned long *words = (unsigned long *)&all;
-        words[(sig - 1) / (8 * sizeof(unsigned long))] |= 1UL << ((sig - 1) % (8 * sizeof(unsigned long)));
-    }
+    unsigned long *words = (unsigned long *)&all;
+    const int bits = 8 * sizeof(unsigned long);
+    for (int sig = __SIGRTMIN; sig < SIGRTMIN; sig++) words[(sig - 1) / bits] |= 1UL << ((sig - 1) % bits);
     short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
     if (new_session) flags |= POSIX_SPAWN_SETSID;
     else if (new_pgroup) flags |= POSIX_SPAWN_SETPGROUP;

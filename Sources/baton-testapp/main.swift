@@ -69,7 +69,7 @@ let inheritedSignals: String = {
     var lines: [String] = []
     var buffer = [CChar](repeating: 0, count: 512)
     while fgets(&buffer, Int32(buffer.count), file) != nil {
-        let line = String(cString: buffer)
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if line.hasPrefix("SigIgn:") || line.hasPrefix("SigBlk:") {
             lines.append(line.filter { $0 != "\t" && $0 != "\n" })
         }
