@@ -441,6 +441,7 @@ class Supervised:
 
     def __init__(self, ctx, kind, app, ports, dir, scratch, name, signal_on_hup="TERM", options=(), handover=False, prefix=()):
         self.ctx, self.kind, self.ports = ctx, kind, list(ports)
+        self.hups_resent = 0  # HUPs sent again by restart(resend_after=...)
         self.pid_file = os.path.join(scratch, name + ".pid")
         self.status_file = os.path.join(scratch, name + ".status")
         if kind in ("perl", "ours"):
@@ -494,12 +495,12 @@ class Supervised:
         while True:
             g = self.generations()
             t = now()
-            if listed is None and next_resend is not None and t > next_resend and not any(n > previous for n, _ in g):
-                self.hups_resent = getattr(self, "hups_resent", 0) + 1
-                os.kill(self.pid, signal.SIGHUP)
-                next_resend = t + resend_after
             if listed is None and any(n > previous for n, _ in g):
                 listed = t - start
+            elif listed is None and next_resend is not None and t > next_resend:
+                self.hups_resent += 1
+                os.kill(self.pid, signal.SIGHUP)
+                next_resend = t + resend_after
             if listed is not None and len(g) == 1 and g[0][0] > previous:
                 alone = t - start
                 break
