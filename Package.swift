@@ -24,24 +24,30 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
+        // MARK: Shared by the supervisor and the apps
+        // The conventions between a supervisor and its generations: variable
+        // names, the SERVER_STARTER_PORT format, notify messages, unix addresses.
+        .target(name: "BatonProtocol"),
+
         // MARK: The supervisor
         .target(name: "CBatonShims"),
-        .target(name: "BatonCore"),
-        .target(name: "BatonSystem", dependencies: ["BatonCore", "CBatonShims"]),
+        .target(name: "BatonCore", dependencies: ["BatonProtocol"]),
+        .target(name: "BatonControl", dependencies: ["BatonCore", "BatonProtocol"]),
+        .target(name: "BatonSystem", dependencies: ["BatonCore", "BatonControl", "BatonProtocol", "CBatonShims"]),
         .executableTarget(
             name: "baton",
-            dependencies: ["BatonCore", "BatonSystem", "CBatonShims"],
+            dependencies: ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"],
             linkerSettings: staticStdlib
         ),
         .executableTarget(
             name: "start_server",
-            dependencies: ["BatonCore", "BatonSystem", "CBatonShims"],
+            dependencies: ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"],
             linkerSettings: staticStdlib
         ),
-        .executableTarget(name: "baton-testapp", dependencies: ["CBatonShims"]),
+        .executableTarget(name: "baton-testapp", dependencies: ["BatonProtocol", "CBatonShims"]),
 
         // MARK: The app-side library
-        .target(name: "BatonListen"),
+        .target(name: "BatonListen", dependencies: ["BatonProtocol"]),
         .target(
             name: "BatonNIO",
             dependencies: [
@@ -76,7 +82,8 @@ let package = Package(
         ),
 
         // MARK: Tests
-        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonProtocol"]),
+        .testTarget(name: "BatonControlTests", dependencies: ["BatonControl", "BatonCore"]),
         .testTarget(name: "BatonListenTests", dependencies: ["BatonListen"]),
         .testTarget(name: "BatonDemoTests", dependencies: ["BatonListen"]),
         .testTarget(

@@ -31,6 +31,28 @@ public struct BatonError: Error, CustomStringConvertible, Sendable {
         public static let startFailed = Code(name: "start-failed", exitCode: 10)
         /// Another operation holds the lock (a second deploy, a restart during a stop).
         public static let busy = Code(name: "busy", exitCode: 11)
+        /// The state of a supervisor cannot be known (LSB status 4): a pid
+        /// file is held, but nothing answers on the control socket.
+        public static let unknown = Code(name: "unknown", exitCode: 4)
+        /// A re-exec of the supervisor was refused: the new program's check failed.
+        public static let upgradeFailed = Code(name: "upgrade-failed", exitCode: 12)
+
+        /// Every code, in exit-code order.
+        public static let all: [Code] = [
+            .failure, .usage, .notRunning, .unknown, .alreadyRunning, .generationFailed, .timeout, .bindFailed, .commandNotFound,
+            .startFailed, .busy, .upgradeFailed,
+        ]
+
+        /// The code with this `name`, if there is one.
+        public init?(name: String) {
+            guard let code = Code.all.first(where: { $0.name == name }) else { return nil }
+            self = code
+        }
+
+        private init(name: String, exitCode: Int32) {
+            self.name = name
+            self.exitCode = exitCode
+        }
     }
 
     /// What kind of failure.
@@ -51,12 +73,4 @@ public struct BatonError: Error, CustomStringConvertible, Sendable {
     public var exitCode: Int32 { code.exitCode }
 
     public var description: String { message }
-
-    /// The error as a final answer of the control protocol.
-    public var resultJSON: JSON {
-        .object([
-            "v": .number(1), "type": .string("result"), "ok": .bool(false), "code": .string(code.name),
-            "exit": .number(Double(exitCode)), "message": .string(message),
-        ])
-    }
 }

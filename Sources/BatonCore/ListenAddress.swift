@@ -66,4 +66,10 @@ public enum ListenAddress: Hashable, Sendable, CustomStringConvertible {
             return path
         }
     }
+
+    /// The form `init(parsing:)` reads back: `127.0.0.1:8080`, `[::1]:8080`, `unix:/path/app.sock`.
+    public var notation: String {
+        if case .unix(let path) = self { return "unix:" + path }
+        return description
+    }
 }

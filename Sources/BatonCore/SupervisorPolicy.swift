@@ -62,10 +62,20 @@ public struct SupervisorPolicy: Sendable, Equatable {
     public var attemptRetries: Int = 0
     /// The wait before a failed attempt is tried again.
     public var retryDelay: Duration = .seconds(1)
-    /// Hand-over mode: the wait between shutting a retiring generation's
-    /// listeners and sending its signal, so that its workers see the door
-    /// closed (accept fails) before they are asked to finish.
-    public var doorDelay: Duration = .zero
+    /// Steered listeners: after the old generation's accept queue read
+    /// empty, how long to wait before its signal. Handshakes that began on
+    /// its socket before the steering complete there a round trip later, and
+    /// connections it has just accepted get their answers.
+    public var handshakeWindow: Duration = .milliseconds(200)
+    /// Steered listeners: how often a retiring generation's accept queues
+    /// are read while they drain (there is no event for "empty").
+    public var queuePollInterval: Duration = .milliseconds(5)
+    /// Steered listeners: the longest wait for a retiring generation's
+    /// queues to drain before it is signalled anyway.
+    public var queueTimeout: Duration = .seconds(10)
+    /// `net.ipv4.tcp_migrate_req=1` here: shutting a drained socket down
+    /// moves late handshakes to the serving one, so no window is needed.
+    public var queueMigration = false
     /// Probe each new generation before it counts as ready (and, with
     /// `every`, while it serves).
     public var health: HealthCheck?
@@ -119,67 +129,5 @@ public struct ProbeResult: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         (status.map { "\($0) " } ?? "") + detail + " (\(latency.humanDescription))"
-    }
-}
-
-/// One message received on the notify socket (`KEY=VALUE` lines, sd_notify style).
-public struct NotifyMessage: Sendable, Equatable {
-    /// `READY=1` was present.
-    public var ready = false
-    /// `STOPPING=1` was present.
-    public var stopping = false
-    /// `RELOADING=1` was present.
-    public var reloading = false
-    /// The text of `STATUS=`.
-    public var status: String?
-    /// The number of `ERRNO=`.
-    public var errno: Int32?
-    /// Lines that are not `KEY=VALUE` (the message is garbage if any).
-    public var malformedLines = 0
-
-    /// Parses a datagram; bytes that are not UTF-8 count as malformed.
-    public init(parsing bytes: some Collection<UInt8>) {
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            malformedLines = 1
-            return
-        }
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-            guard let eq = line.firstIndex(of: "="), eq != line.startIndex else {
-                malformedLines += 1
-                continue
-            }
-            let key = line[..<eq]
-            let value = line[line.index(after: eq)...]
-            switch key {
-            case "READY": ready = value == "1"
-            case "STOPPING": stopping = value == "1"
-            case "RELOADING": reloading = value == "1"
-            case "STATUS": status = String(value.prefix(200))
-            case "ERRNO": errno = Int32(value)
-            default:
-                if !key.allSatisfy({ $0.isASCII && ($0.isUppercase || $0.isNumber || $0 == "_") }) {
-                    malformedLines += 1
-                }
-            }
-        }
-        if text.isEmpty { malformedLines = 1 }
-    }
-
-    /// True when the message carries nothing but well-formed lines.
-    public var isWellFormed: Bool { malformedLines == 0 }
-}
-
-/// How a child process ended.
-public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
-    /// It called exit with this code.
-    case exited(Int32)
-    /// A signal killed it.
-    case signaled(Int32)
-
-    public var description: String {
-        switch self {
-        case .exited(let code): return "exit code \(code)"
-        case .signaled(let sig): return "killed by \(OptionParsing.signalName(sig))"
-        }
     }
 }

@@ -1,3 +1,5 @@
+import BatonProtocol
+
 /// A listening socket that the environment says this process inherited,
 /// before the descriptor itself has been checked.
 ///
@@ -33,16 +35,9 @@ public struct DeclaredListener: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The environment variables of the socket-passing protocols.
-enum EnvironmentKey {
-    static let listenFDs = "LISTEN_FDS"
-    static let listenPID = "LISTEN_PID"
-    static let listenFDNames = "LISTEN_FDNAMES"
-    static let serverStarterPort = "SERVER_STARTER_PORT"
-    static let serverStarterGeneration = "SERVER_STARTER_GENERATION"
-    static let batonGeneration = "BATON_GENERATION"
-    static let batonReleaseDir = "BATON_RELEASE_DIR"
-    static let notifySocket = "NOTIFY_SOCKET"
+typealias EnvironmentKey = EnvironmentName
 
+extension EnvironmentName {
     /// Every variable this module reads.
     static let all = [
         listenFDs, listenPID, listenFDNames, serverStarterPort, serverStarterGeneration,
@@ -153,26 +148,30 @@ enum EnvironmentParser {
         guard !text.isEmpty else {
             throw ListenError(.malformedServerStarterPort, "SERVER_STARTER_PORT is set but empty")
         }
+        let entries: [ServerStarterPort.Entry]
+        switch ServerStarterPort.split(text) {
+        case .success(let e): entries = e
+        case .failure(.empty):
+            throw ListenError(.malformedServerStarterPort, "SERVER_STARTER_PORT is set but empty")
+        case .failure(.emptyEntry):
+            throw ListenError(
+                .malformedServerStarterPort,
+                "SERVER_STARTER_PORT=\"\(text)\" has an empty entry (entries are ADDRESS=FD joined by \";\")"
+            )
+        case .failure(.missingDescriptor(let entry)):
+            throw ListenError(
+                .malformedServerStarterPort,
+                "SERVER_STARTER_PORT has the entry \"\(entry)\" without \"=FD\" (entries are ADDRESS=FD joined by \";\")"
+            )
+        }
         var result: [DeclaredListener] = []
-        for entry in text.split(separator: ";", omittingEmptySubsequences: false) {
-            guard !entry.isEmpty else {
-                throw ListenError(
-                    .malformedServerStarterPort,
-                    "SERVER_STARTER_PORT=\"\(text)\" has an empty entry (entries are ADDRESS=FD joined by \";\")"
-                )
-            }
-            guard let equals = entry.lastIndex(of: "=") else {
-                throw ListenError(
-                    .malformedServerStarterPort,
-                    "SERVER_STARTER_PORT has the entry \"\(entry)\" without \"=FD\" (entries are ADDRESS=FD joined by \";\")"
-                )
-            }
-            let key = String(entry[..<equals])
-            let fdText = entry[entry.index(after: equals)...]
+        for entry in entries {
+            let key = entry.key
+            let fdText = entry.descriptor
             guard let fd = parseDecimal(fdText, max: Int(Int32.max)) else {
                 throw ListenError(
                     .malformedServerStarterPort,
-                    "SERVER_STARTER_PORT has the entry \"\(entry)\" whose descriptor \"\(fdText)\" is not a number"
+                    "SERVER_STARTER_PORT has the entry \"\(key)=\(fdText)\" whose descriptor \"\(fdText)\" is not a number"
                 )
             }
             let address = try ListenAddress(serverStarterKey: key)

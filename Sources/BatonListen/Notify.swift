@@ -1,3 +1,4 @@
+import BatonProtocol
 import Glibc
 
 /// Messages to a supervisor over `NOTIFY_SOCKET`, in the systemd
@@ -63,38 +64,21 @@ public enum Notify {
     @discardableResult
     public static func send(_ message: String, to socket: String? = Notify.socketName) throws(ListenError) -> Bool {
         guard let socket, !socket.isEmpty else { return false }
-        let abstract = socket.hasPrefix("@")
-        guard abstract || socket.hasPrefix("/") else {
+        switch Notifier.send(message, to: socket) {
+        case .success:
+            return true
+        case .failure(.badName):
             throw ListenError(
                 .notifyFailed,
                 "NOTIFY_SOCKET=\"\(socket)\" is neither an absolute path nor an abstract name starting with @"
             )
+        case .failure(.badAddress):
+            throw ListenError(.notifyFailed, "NOTIFY_SOCKET is empty, holds a NUL byte or is longer than \(UnixAddress.maxBytes) bytes")
+        case .failure(.system("socket", let code)):
+            throw ListenError(.notifyFailed, "cannot create a socket to notify \(socket)", systemError: code)
+        case .failure(.system(_, let code)):
+            throw ListenError(.notifyFailed, "sending \"\(message)\" to \(socket) failed", systemError: code)
         }
-        var address = sockaddr_un()
-        let name = abstract ? String(socket.dropFirst()) : socket
-        let length: socklen_t
-        do {
-            length = try Socket.fillUnixAddress(&address, name: name, abstract: abstract, label: "NOTIFY_SOCKET")
-        } catch {
-            throw ListenError(.notifyFailed, error.message)
-        }
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else {
-            throw ListenError(.notifyFailed, "cannot create a socket to notify \(socket)", systemError: errno)
-        }
-        defer { close(fd) }
-        var bytes = Array(message.utf8)
-        let sent = bytes.withUnsafeMutableBytes { buffer in
-            withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), $0, length)
-                }
-            }
-        }
-        guard sent == bytes.count else {
-            throw ListenError(.notifyFailed, "sending \"\(message)\" to \(socket) failed", systemError: errno)
-        }
-        return true
     }
 
     /// `NOTIFY_SOCKET` as it is now in this process's environment.

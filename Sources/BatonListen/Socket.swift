@@ -1,3 +1,4 @@
+import BatonProtocol
 import Glibc
 
 /// Thin wrappers around the socket system calls this module needs.
@@ -121,8 +122,11 @@ enum Socket {
 
     private static func bindUnix(path: String, backlog: Int32?) throws(ListenError) -> Int32 {
         let shown = ListenAddress.unix(path: path)
-        var address = sockaddr_un()
-        let length = try self.fillUnixAddress(&address, name: path, abstract: false, label: "the path \(path)")
+        let address: UnixAddress
+        do { address = try UnixAddress(path: path) } catch {
+            throw ListenError(
+                .invalidAddress, "the path \(path) is empty, holds a NUL byte or is longer than \(UnixAddress.maxBytes) bytes")
+        }
         // Like Hummingbird's cleanupExistingSocketFile: a stale socket file
         // from an earlier run would make bind() fail; other files are kept.
         var status = stat()
@@ -133,9 +137,7 @@ enum Socket {
         guard fd >= 0 else {
             throw ListenError(.bindFailed, "cannot create a socket for \(path)", systemError: errno)
         }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
-        }
+        let result = address.withSockaddr { Glibc.bind(fd, $0, $1) }
         guard result == 0 else {
             let error = errno
             close(fd)
@@ -152,33 +154,6 @@ enum Socket {
             throw ListenError(.bindFailed, "cannot listen on \(shown)", systemError: error)
         }
         return fd
-    }
-
-    /// Fills `address` for a unix socket name (a path, or an abstract name
-    /// without its leading NUL) and returns the exact address length.
-    static func fillUnixAddress(_ address: inout sockaddr_un, name: String, abstract: Bool, label: String)
-        throws(ListenError) -> socklen_t
-    {
-        let bytes = Array(name.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        let needed = bytes.count + 1  // a path's trailing NUL, or an abstract name's leading one
-        guard !bytes.isEmpty, needed <= capacity, !bytes.contains(0) else {
-            throw ListenError(
-                .invalidAddress,
-                "\(label) is empty, holds a NUL byte or is longer than \(capacity - 1) bytes"
-            )
-        }
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.initializeMemory(as: UInt8.self, repeating: 0)
-            let start = abstract ? 1 : 0
-            for (index, byte) in bytes.enumerated() {
-                raw[start + index] = byte
-            }
-        }
-        let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-        // A path includes its trailing NUL; an abstract name is exactly its bytes after the NUL.
-        return socklen_t(pathOffset + (abstract ? 1 + bytes.count : bytes.count + 1))
     }
 
     // MARK: Reading addresses and options

@@ -9,28 +9,17 @@ import Glibc
 /// enters the release directory, drops privileges, and execs the app, which
 /// keeps the pid. It never returns; on failure it exits 126/127 like a shell.
 public func execHelper(_ args: [String]) -> Never {
-    var i = 0
-    var dir: String?
-    var uid: uid_t?
-    var gid: gid_t?
-    var userName: String?
-    while i < args.count, args[i] != "--" {
-        let value = i + 1 < args.count ? args[i + 1] : ""
-        switch args[i] {
-        case "--dir": dir = value
-        case "--uid": uid = UInt32(value)
-        case "--gid": gid = UInt32(value)
-        case "--user-name": userName = value
-        default: break
-        }
-        i += 2
-    }
-    let command = Array(args.dropFirst(i + 1))
     func fail(_ message: String, _ code: Int32) -> Never {
         let text = "baton: \(message)\n"
         _ = text.withCString { write(2, $0, strlen($0)) }
         exit(code)
     }
+    let specs = ["dir", "uid", "gid", "user-name"].map { OptionSpec($0, value: "X", "") }
+    guard let o = try? ParsedOptions(args, specs: specs, command: "__exec") else { fail("__exec: bad arguments", 127) }
+    let (dir, userName) = (o.last("dir"), o.last("user-name"))
+    let uid = o.last("uid").flatMap { uid_t($0) }
+    let gid = o.last("gid").flatMap { gid_t($0) }
+    let command = o.rest
     guard !command.isEmpty else { fail("__exec: no command", 127) }
     if let dir, chdir(dir) != 0 { fail("cannot enter \(dir): \(String(cString: strerror(errno)))", 127) }
     if let gid {

@@ -1,4 +1,5 @@
 import BatonCore
+import BatonProtocol
 import CBatonShims
 import Glibc
 
@@ -33,8 +34,10 @@ public struct Listener: Sendable {
     public var envKey: String = ""
     /// The descriptor number the app gets it at, if pinned.
     public var targetFD: Int32?
-    /// Bound with SO_REUSEPORT (hand-over mode: one per generation).
+    /// Bound with SO_REUSEPORT (steered: one per generation).
     public var reusePort = false
+    /// A unix socket bound at a temporary path, not yet renamed over its address.
+    public var temporaryPath: String?
 
     /// True for TCP listeners.
     public var isTCP: Bool {
@@ -50,7 +53,7 @@ public enum Listeners {
     public static let parkAt: Int32 = 100
 
     /// Binds every address; on any failure closes what it bound and throws.
-    /// With `reusePort`, TCP sockets get SO_REUSEPORT (hand-over mode).
+    /// With `reusePort`, TCP sockets get SO_REUSEPORT (steered listeners).
     public static func bind(
         _ specs: [ListenSpec], backlog: Int32?, socketMode: UInt32, reusePort: Bool = false
     ) throws(BatonError) -> [Listener] {
@@ -61,6 +64,9 @@ public enum Listeners {
                 var l: Listener
                 switch spec.address {
                 case .tcp(let host, let port):
+                    // SO_REUSEPORT would let this socket join one that another
+                    // process (of the same user) listens on: make sure nobody does.
+                    if reusePort, port != 0 { try probeFree(host: host, port: port, original: spec.address) }
                     l = try bindTCP(host: host, port: port, backlog: depth, original: spec.address, reusePort: reusePort)
                 case .unix(let path):
                     l = try bindUnix(path: path, backlog: depth, mode: socketMode)
@@ -77,20 +83,66 @@ public enum Listeners {
         return bound
     }
 
-    /// Binds one more SO_REUSEPORT socket to the address of `listener` (a
-    /// hand-over mode generation's own door).
-    public static func bindAgain(_ listener: Listener, backlog: Int32?) throws(BatonError) -> Listener {
-        guard case .tcp(let host, let port) = listener.address else { return listener }
-        var l = try bindTCP(host: host, port: port, backlog: backlog ?? baton_somaxconn(), original: listener.address, reusePort: true)
+    /// Binds another socket for the address of `listener`: one more
+    /// SO_REUSEPORT TCP socket, or a unix socket at `temporaryPath` (to be
+    /// renamed over the public path with `publish`).
+    public static func bindAnother(
+        _ listener: Listener, backlog: Int32?, socketMode: UInt32, temporaryPath: String?
+    ) throws(BatonError) -> Listener {
+        var l: Listener
+        switch listener.address {
+        case .tcp(let host, let port):
+            l = try bindTCP(host: host, port: port, backlog: backlog ?? baton_somaxconn(), original: listener.address, reusePort: true)
+        case .unix(let path):
+            guard let temporaryPath else { return listener }
+            l = try bindUnix(path: temporaryPath, backlog: backlog ?? baton_somaxconn(), mode: socketMode)
+            l.address = .unix(path: path)
+            l.temporaryPath = temporaryPath
+        }
         l.name = listener.name
         l.envKey = listener.envKey
         l.targetFD = listener.targetFD
         return l
     }
 
-    /// Stops accepting on a listener: with `net.ipv4.tcp_migrate_req=1` the
-    /// kernel moves its queued connections to the other SO_REUSEPORT
-    /// listeners of the same address.
+    /// Renames a unix socket from its temporary path over its public one:
+    /// every new `connect()` reaches it from now on.
+    public static func publish(_ listener: inout Listener) throws(BatonError) {
+        guard let temporary = listener.temporaryPath, case .unix(let path) = listener.address else { return }
+        guard rename(temporary, path) == 0 else {
+            throw BatonError(.failure, "cannot rename \(temporary) over \(path): \(Sys.describe(errno: errno))", errno: errno)
+        }
+        listener.temporaryPath = nil
+        listener.createdFile = Sys.identity(path).map { (path, $0.dev, $0.ino) }
+    }
+
+    /// The temporary path of a generation's own unix socket next to `path`,
+    /// or nil when it would be too long for the kernel.
+    public static func temporaryPath(for path: String, socket: Int) -> String? {
+        let candidate = "\(path).baton-\(socket)"
+        return candidate.utf8.count <= UnixAddress.maxBytes ? candidate : nil
+    }
+
+    /// Steers every new connection of the SO_REUSEPORT group of `fd` to slot `index`.
+    public static func steer(_ fd: Int32, toSlot index: Int) throws(BatonError) {
+        guard baton_steer_reuseport(fd, UInt32(index)) == 0 else {
+            throw BatonError(.failure, "cannot attach the steering program: \(Sys.describe(errno: errno))", errno: errno)
+        }
+    }
+
+    /// The connections waiting in a listener's accept queue (a unix socket
+    /// counts 1 for "some").
+    public static func queueLength(_ listener: Listener) -> Int {
+        if listener.isTCP {
+            let n = baton_tcp_accept_queue(listener.fd)
+            if n >= 0 { return Int(n) }
+        }
+        return baton_listener_has_pending(listener.fd) == 1 ? 1 : 0
+    }
+
+    /// Stops accepting on a listener: it leaves its SO_REUSEPORT group, and
+    /// with `net.ipv4.tcp_migrate_req=1` the kernel moves its queued
+    /// connections to the other members.
     public static func shutDown(_ listener: Listener) {
         shutdown(listener.fd, Int32(SHUT_RDWR))
     }
@@ -146,10 +198,16 @@ public enum Listeners {
         }
     }
 
+    /// True when the kernel can steer connections: a one-socket group takes
+    /// a program that sends everything to its only slot.
+    public static func canSteer(_ listener: Listener) -> Bool {
+        listener.isTCP && listener.reusePort && baton_steer_reuseport(listener.fd, 0) == 0
+    }
+
     // MARK: - TCP
 
     private static func bindTCP(
-        host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool
+        host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool, listening: Bool = true
     ) throws(BatonError) -> Listener {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -179,7 +237,7 @@ public enum Listeners {
             close(fd)
             throw bindError(original, errno: e, port: port)
         }
-        guard listen(fd, backlog) == 0 else {
+        guard !listening || listen(fd, backlog) == 0 else {
             let e = errno
             close(fd)
             throw BatonError(.bindFailed, "cannot listen on \(original): \(Sys.describe(errno: e))", errno: e)
@@ -188,6 +246,13 @@ public enum Listeners {
         var l = Listener(address: localAddress(parked) ?? original, fd: parked, name: "", createdFile: nil)
         l.reusePort = reusePort
         return l
+    }
+
+    /// Binds (and closes) a socket without SO_REUSEPORT: EADDRINUSE when any
+    /// other socket holds the address.
+    private static func probeFree(host: String, port: UInt16, original: ListenAddress) throws(BatonError) {
+        let probe = try bindTCP(host: host, port: port, backlog: 1, original: original, reusePort: false, listening: false)
+        close(probe.fd)
     }
 
     private static func bindError(_ address: ListenAddress, errno e: Int32, port: UInt16) -> BatonError {
@@ -319,16 +384,16 @@ public enum Listeners {
         return rc == 0 || errno == EAGAIN
     }
 
-    /// Calls `body` with a `sockaddr_un` for `path`.
+    /// Calls `body` with a `sockaddr_un` for `path` (cut to the kernel's limit).
     public static func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8.prefix(ListenAddress.maxUnixPathBytes))
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
+        if let address = try? UnixAddress(path: String(decoding: path.utf8.prefix(UnixAddress.maxBytes), as: UTF8.self)) {
+            return address.withSockaddr(body)
         }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, len) } }
+        // An empty path: an address the kernel refuses (EINVAL).
+        var family = sa_family_t(AF_UNIX)
+        return withUnsafePointer(to: &family) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sa_family_t>.size)) }
+        }
     }
 
     private static func park(_ fd: Int32, _ address: ListenAddress) throws(BatonError) -> Int32 {

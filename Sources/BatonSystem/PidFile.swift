@@ -21,11 +21,6 @@ public final class PidFile {
         case stale(pid: Int32?)
     }
 
-    /// The control socket that goes with a pid file: `app.pid` → `app.control`.
-    public static func defaultControlPath(for pidFile: String) -> String {
-        (pidFile.hasSuffix(".pid") ? String(pidFile.dropLast(4)) : pidFile) + ".control"
-    }
-
     /// Looks at `path` without changing anything.
     public static func inspect(_ path: String) -> Holder {
         let fd = baton_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0)
@@ -58,7 +53,8 @@ public final class PidFile {
             // Written for us by whoever started us (start-stop-daemon --make-pidfile).
             break
         case .stale(let pid):
-            let why = pid.map { kill($0, 0) == 0 ? " (pid \($0) runs but holds no lock: not a supervisor)" : " (pid \($0) is not running)" } ?? ""
+            let why =
+                pid.map { kill($0, 0) == 0 ? " (pid \($0) runs but holds no lock: not a supervisor)" : " (pid \($0) is not running)" } ?? ""
             Log.warning("replacing stale pid file \(self.path)\(why)")
         }
     }
@@ -109,11 +105,9 @@ public struct StatusFile: Sendable {
         self.path = Sys.absolute(path)
     }
 
-    /// Rewrites it for `generations`. As Server::Starter's, it lists the
-    /// generations that are up: not those still starting or that failed.
-    public func write(_ generations: [Generation]) {
-        let text = generations.filter { $0.phase != .starting && $0.phase != .failing }
-            .sorted { $0.number < $1.number }.map { "\($0.number):\($0.pid)\n" }.joined()
+    /// Rewrites it with these entries (the machine decides which generations are listed).
+    public func write(_ entries: [StatusEntry]) {
+        let text = entries.map { "\($0.generation):\($0.pid)\n" }.joined()
         do { try Sys.writeFileAtomically(path, text) } catch { Log.warning(error.message) }
     }
 

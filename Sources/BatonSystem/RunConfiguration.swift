@@ -1,14 +1,25 @@
 import BatonCore
 
+/// How generations get their listening sockets (`--listen-mode`).
+public enum ListenMode: String, Sendable, Equatable, CaseIterable {
+    /// Each generation gets its own socket: SO_REUSEPORT for TCP (new
+    /// connections steered to the serving generation), a socket renamed
+    /// over the public path for unix; the old one drains before its signal.
+    case steered
+    /// One socket for every generation, as Server::Starter does.
+    case shared
+}
+
 /// Everything `baton run` (and `start_server`) needs to supervise an app.
 public struct RunConfiguration: Sendable {
     /// Addresses to bind (ignored when systemd passes sockets).
     public var listen: [ListenSpec] = []
     /// Start even with no listener (start_server without --port).
     public var allowNoListeners = false
-    /// Hand-over mode: each generation gets its own SO_REUSEPORT TCP
-    /// listeners, shut down (their queue migrating) before its signal.
-    public var handover = false
+    /// How generations get the TCP and unix listeners: each its own socket,
+    /// new connections steered to the serving one (the default), or one
+    /// socket shared by all.
+    public var listenMode: ListenMode = .steered
     /// The `--envdir` format: daemontools (trailing blanks trimmed, empty
     /// file unsets) or Server::Starter's (first line, newline removed).
     public var envdirStyle: EnvDir.Style = .daemontools

@@ -1,4 +1,5 @@
 import BatonCore
+import BatonProtocol
 import CBatonShims
 import Glibc
 
@@ -15,15 +16,39 @@ struct Spawner {
         var uid: uid_t
         var gid: gid_t
         var userName: String?
-    }
 
-    /// Variables of the supervisor's own environment that belong to it, not
-    /// to the app.
-    static let privateVariables: Set<String> = [
-        "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
-        "SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "BATON_GENERATION", "BATON_RELEASE_DIR",
-        "WATCHDOG_PID", "WATCHDOG_USEC",
-    ]
+        /// The uid and gid `--user` and `--group` name, or nil when neither is given.
+        static func resolve(user: String?, group: String?) throws(BatonError) -> Credentials? {
+            guard user != nil || group != nil else { return nil }
+            var c = Credentials(uid: getuid(), gid: getgid(), userName: nil)
+            if let user {
+                if let pw = getpwnam(user) {
+                    c.uid = pw.pointee.pw_uid
+                    c.gid = pw.pointee.pw_gid
+                    c.userName = user
+                } else if let uid = UInt32(user), let pw = getpwuid(uid) {
+                    c.uid = uid
+                    c.gid = pw.pointee.pw_gid
+                    c.userName = String(cString: pw.pointee.pw_name)
+                } else {
+                    throw BatonError(.usage, "--user \(user): no such user")
+                }
+            }
+            if let group {
+                if let gr = getgrnam(group) {
+                    c.gid = gr.pointee.gr_gid
+                } else if let gid = UInt32(group) {
+                    c.gid = gid
+                } else {
+                    throw BatonError(.usage, "--group \(group): no such group")
+                }
+            }
+            if getuid() != 0, c.uid != getuid() || c.gid != getgid() {
+                throw BatonError(.usage, "--user/--group need baton to run as root")
+            }
+            return c
+        }
+    }
 
     /// The release directory a spawn now would use.
     func releaseDirectory() -> Result<String, BatonError> {
@@ -41,9 +66,9 @@ struct Spawner {
         listeners.enumerated().map { $0.element.targetFD ?? Int32(3 + $0.offset) }
     }
 
-    /// `SERVER_STARTER_PORT` for this socket set: `key=fd` joined by `;`.
+    /// `SERVER_STARTER_PORT` for this socket set.
     static func serverStarterPort(_ listeners: [Listener]) -> String {
-        zip(listeners, targets(listeners)).map { "\($0.envKey)=\($1)" }.joined(separator: ";")
+        ServerStarterPort.format(zip(listeners, targets(listeners)).map { ($0.envKey, $1) })
     }
 
     /// Spawns generation `number` with the socket set `listeners`; returns
@@ -72,7 +97,7 @@ struct Spawner {
         for entry in Sys.environment() {
             guard let eq = entry.firstIndex(of: "=") else { continue }
             let key = String(entry[..<eq])
-            if !Self.privateVariables.contains(key) { set(key, String(entry[entry.index(after: eq)...])) }
+            if !EnvironmentName.perGeneration.contains(key) { set(key, String(entry[entry.index(after: eq)...])) }
         }
         for pair in configuration.exportedEnv {
             let eq = pair.firstIndex(of: "=")!
@@ -88,18 +113,18 @@ struct Spawner {
             let eq = pair.firstIndex(of: "=")!
             set(String(pair[..<eq]), String(pair[pair.index(after: eq)...]))
         }
-        set("SERVER_STARTER_PORT", Self.serverStarterPort(listeners))
-        set("SERVER_STARTER_GENERATION", String(number))
+        set(EnvironmentName.serverStarterPort, Self.serverStarterPort(listeners))
+        set(EnvironmentName.serverStarterGeneration, String(number))
         // sd_listen_fds() wants them at 3, 4, ... in order; pinned elsewhere,
         // only SERVER_STARTER_PORT can describe them.
         let targets = Self.targets(listeners)
         if targets == (0..<listeners.count).map({ Int32(3 + $0) }), !listeners.isEmpty {
-            set("LISTEN_FDS", String(listeners.count))
-            set("LISTEN_FDNAMES", listeners.map(\.name).joined(separator: ":"))
+            set(EnvironmentName.listenFDs, String(listeners.count))
+            set(EnvironmentName.listenFDNames, listeners.map(\.name).joined(separator: ":"))
         }
-        set("NOTIFY_SOCKET", notifySocket)
-        set("BATON_GENERATION", String(number))
-        set("BATON_RELEASE_DIR", releaseDir)
+        set(EnvironmentName.notifySocket, notifySocket)
+        set(EnvironmentName.batonGeneration, String(number))
+        set(EnvironmentName.batonReleaseDir, releaseDir)
         let envp = order.compactMap { key in env[key].map { "\(key)=\($0)" } }
 
         var argv = ["baton-exec", "__exec", "--dir", releaseDir]

@@ -1,4 +1,6 @@
+import BatonControl
 import BatonCore
+import BatonProtocol
 import CBatonShims
 import Glibc
 
@@ -8,26 +10,17 @@ final class ControlConnection {
     var input: [UInt8] = []
     /// The request it waits on (restart or stop).
     var request: RequestID?
-    /// After a successful restart: retired generations not gone yet.
-    var draining: Set<Int> = []
-    /// The result to send once `draining` is empty.
-    var pendingResult: JSON?
-    /// Wait for the retired generations to exit before the result.
-    var waitForDrain = true
 
     init(fd: Int32) { self.fd = fd }
 }
-
-/// The control protocol's version.
-public let controlProtocolVersion = 1
 
 extension Supervisor {
     // MARK: - The socket
 
     /// Refuses a control socket path that is too long or where another kind of file stands.
     static func checkControlPath(_ path: String) throws(BatonError) {
-        guard path.utf8.count <= ListenAddress.maxUnixPathBytes else {
-            throw BatonError(.usage, "--control \(path): the path is over the kernel's limit of \(ListenAddress.maxUnixPathBytes) bytes")
+        guard path.utf8.count <= UnixAddress.maxBytes else {
+            throw BatonError(.usage, "--control \(path): the path is over the kernel's limit of \(UnixAddress.maxBytes) bytes")
         }
         var st = stat()
         if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
@@ -76,13 +69,13 @@ extension Supervisor {
             _ = baton_fcntl_setfl(fd, baton_fcntl_getfl(fd) | O_NONBLOCK)
             let uid = baton_peer_uid(fd)
             if uid != Int64(geteuid()) && uid != 0 {
-                let reply = result(.failure, "permission denied: only uid \(geteuid()) may control this supervisor")
-                Sys.writeAll(fd, (reply.text + "\n").utf8)
+                let reply = ControlResult(.failure, "permission denied: only uid \(geteuid()) may control this supervisor")
+                Sys.writeAll(fd, ControlMessage.result(reply).line.utf8)
                 close(fd)
                 continue
             }
             connections[fd] = ControlConnection(fd: fd)
-            baton_epoll_add(epfd, fd, Token.connectionBase.rawValue + UInt64(fd))
+            baton_epoll_add(epfd, fd, EpollToken.connection(fd).rawValue)
         }
     }
 
@@ -93,7 +86,7 @@ extension Supervisor {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 c.input += buf[0..<n]
-                if c.input.count > 65536 {
+                if c.input.count > ControlProtocol.maxRequestBytes {
                     drop(c)
                     return
                 }
@@ -113,171 +106,93 @@ extension Supervisor {
     }
 
     private func handleRequest(_ line: String, from c: ControlConnection) {
-        guard let request = JSON(parsing: line), let command = request["cmd"]?.string else {
-            finish(c, result(.usage, "not a control request: expected one JSON object with \"cmd\" per line"))
-            return
+        let request: ControlRequest
+        switch ControlRequest.decode(line) {
+        case .success(let r): request = r
+        case .failure(.notARequest):
+            return finish(c, ControlResult(.usage, "not a control request: expected one JSON object with \"cmd\" per line"))
+        case .failure(.unsupportedVersion(let v)):
+            return finish(
+                c, ControlResult(.usage, "unsupported protocol version \(v); this supervisor speaks v\(ControlProtocol.version)"))
+        case .failure(.unknownCommand(let command)):
+            return finish(c, ControlResult(.usage, "unknown command '\(command)'; expected status, restart, stop or upgrade"))
         }
-        guard request["v"]?.int == controlProtocolVersion else {
-            finish(
-                c,
-                result(
-                    .usage,
-                    "unsupported protocol version \(request["v"]?.text ?? "none"); this supervisor speaks v\(controlProtocolVersion)"))
-            return
-        }
-        guard c.request == nil else {
-            finish(c, result(.busy, "one request per connection"))
-            return
-        }
-        switch command {
-        case "status":
-            send(c, statusJSON())
+        guard c.request == nil else { return finish(c, ControlResult(.busy, "one request per connection")) }
+        switch request {
+        case .status:
+            send(c, .status(status()))
             drop(c)
-        case "restart":
-            let id = nextRequestID
-            nextRequestID += 1
+        case .restart(let wait):
+            let id = newRequestID()
             c.request = id
-            c.waitForDrain = request["wait_drain"]?.bool ?? true
             requestConnections[id] = c.fd
-            dispatch(.restartRequested(id))
-        case "stop":
-            let id = nextRequestID
-            nextRequestID += 1
+            dispatch(.restartRequested(RestartRequest(id: id, waitsForDrain: wait)))
+        case .stop:
+            let id = newRequestID()
             c.request = id
             requestConnections[id] = c.fd
             dispatch(.stopRequested(id))
-        default:
-            finish(c, result(.usage, "unknown command '\(command)'; expected status, restart or stop"))
+        case .upgrade:
+            finish(c, ControlResult(.usage, "this supervisor cannot upgrade itself in place"))
         }
     }
 
-    // MARK: - Progress and results
+    // MARK: - Progress and answers
 
-    func attemptStarted(_ requests: [RequestID], generation: Int, reason: AttemptReason) {
-        if reason == .restart {
-            systemd.send(
-                "RELOADING=1\nMONOTONIC_USEC=\(Sys.now().nanoseconds / 1000)\nSTATUS=restarting: starting generation \(generation)")
-        }
-    }
-
+    /// A restart's client hears of every generation while it waits: the new
+    /// one coming up and the old ones being retired.
     func forward(_ report: Report) {
-        guard let generation = report.generation else { return }
-        // A restart's client hears of every generation while it waits: the
-        // new one coming up and the old ones being retired.
-        for c in connections.values where c.request != nil {
-            var fields: [String: JSON] = [
-                "v": .number(Double(controlProtocolVersion)), "type": .string("progress"), "kind": .string(report.kind.rawValue),
-                "generation": .number(Double(generation)), "message": .string(report.message),
-            ]
-            if let pid = report.pid { fields["pid"] = .number(Double(pid)) }
-            if let elapsed = report.elapsed { fields["elapsed_ms"] = .number(Double(elapsed.milliseconds)) }
-            send(c, .object(fields))
-            if report.kind == .drained || report.kind == .exited { c.draining.remove(generation) }
-            if let pending = c.pendingResult, c.draining.isEmpty { finish(c, pending) }
-        }
+        guard report.generation != nil else { return }
+        let progress = ControlProgress(
+            kind: report.kind.rawValue, generation: report.generation, pid: report.pid, message: report.message,
+            elapsedMilliseconds: report.elapsed?.milliseconds)
+        for c in Array(connections.values) where c.request != nil { send(c, .progress(progress)) }
+        // 'baton start' shows how its first generation comes up.
+        if let report = startReport { Sys.writeAll(report.fd, ControlMessage.progress(progress).line.utf8) }
     }
 
-    func attemptFinished(_ requests: [RequestID], _ outcome: AttemptOutcome) {
-        let initial = machine.lastAttempt?.reason == .initial
-        switch outcome {
-        case .succeeded(let generation, let pid, _, _):
-            systemd.send("READY=1\nSTATUS=serving generation \(generation) (pid \(pid))")
-        case .failed:
-            if let s = machine.serving {
-                systemd.send("READY=1\nSTATUS=restart failed; generation \(s.number) (pid \(s.pid)) still serves")
+    /// The machine's answer to request `id`, to whoever asked.
+    func send(_ answer: Answer, to id: RequestID) {
+        let result = Self.result(answer)
+        if let report = startReport, report.id == id {
+            Sys.writeAll(report.fd, ControlMessage.result(result).line.utf8)
+            // On a failure the pipe stays open until the daemon has cleaned up and exits.
+            if result.ok {
+                close(report.fd)
+                startReport = nil
             }
-        case .rejected:
-            break
+            return
         }
-        if initial, let fd = startReportFD {
-            Sys.writeAll(fd, (outcomeJSON(outcome).text + "\n").utf8)
-            if case .succeeded = outcome {
-                close(fd)
-                startReportFD = nil
-            }
-        }
-        for id in requests {
-            guard let fd = requestConnections[id], let c = connections[fd] else { continue }
-            let answer = outcomeJSON(outcome)
-            if case .succeeded(_, _, _, let retired) = outcome, c.waitForDrain {
-                let stillThere = Set(retired.filter { n in machine.generations.contains { $0.number == n } })
-                if !stillThere.isEmpty {
-                    c.draining = stillThere
-                    c.pendingResult = answer
-                    continue
-                }
-            }
-            finish(c, answer)
-        }
+        guard let fd = requestConnections[id], let c = connections[fd] else { return }
+        finish(c, result)
     }
 
-    /// After the files are gone: answers `stop` requesters and the starter.
-    func finishStop(_ requests: [RequestID], code: Int32) {
-        if let fd = startReportFD {
-            if let last = machine.lastAttempt, case .failed = last.outcome {
-                // Already reported; the pipe's end tells the starter all is cleaned up.
-            } else {
-                Sys.writeAll(fd, (result(.startFailed, "the supervisor stopped before the first generation was ready").text + "\n").utf8)
-            }
-            close(fd)
-            startReportFD = nil
-        }
-        for id in requests {
-            guard let fd = requestConnections[id], let c = connections[fd] else { continue }
-            finish(
-                c,
-                result(
-                    code == 0 ? nil : .startFailed,
-                    code == 0 ? "stopped; every process is gone and every file removed" : "stopped with exit code \(code)"))
-        }
-        for c in Array(connections.values) {
-            finish(c, result(.notRunning, "the supervisor stopped"))
-        }
+    static func result(_ answer: Answer) -> ControlResult {
+        var r = ControlResult(answer.code, answer.message)
+        r.generation = answer.generation
+        r.pid = answer.pid
+        r.readyMilliseconds = answer.readyAfter?.milliseconds
+        if answer.code == nil, answer.readyAfter != nil { r.retired = answer.retired }
+        return r
     }
 
-    func outcomeJSON(_ outcome: AttemptOutcome) -> JSON {
-        switch outcome {
-        case .succeeded(let generation, let pid, let readyAfter, let retired):
-            var r = result(nil, "generation \(generation) (pid \(pid)) is serving")
-            if case .object(var o) = r {
-                o["generation"] = .number(Double(generation))
-                o["pid"] = .number(Double(pid))
-                o["ready_ms"] = .number(Double(readyAfter.milliseconds))
-                o["retired"] = .array(retired.map { .number(Double($0)) })
-                r = .object(o)
-            }
-            return r
-        case .failed(let generation, let reason):
-            let still = machine.serving.map { "; generation \($0.number) (pid \($0.pid)) still serves" } ?? ""
-            var r = result(
-                machine.lastAttempt?.reason == .initial ? .startFailed : .generationFailed,
-                "generation \(generation.map(String.init) ?? "?") failed: \(reason)\(still)")
-            if case .object(var o) = r, let generation {
-                o["generation"] = .number(Double(generation))
-                r = .object(o)
-            }
-            return r
-        case .rejected(let reason):
-            return result(.busy, "restart refused: \(reason)")
+    /// After the files are gone: the last answers, then everyone else hears the supervisor stopped.
+    func finish(_ answers: [RequestID: Answer]) {
+        for (id, answer) in answers.sorted(by: { $0.key < $1.key }) { send(answer, to: id) }
+        if let report = startReport {
+            close(report.fd)
+            startReport = nil
         }
+        for c in Array(connections.values) { finish(c, ControlResult(.notRunning, "the supervisor stopped")) }
     }
 
-    /// A final answer: `code` nil means success.
-    func result(_ code: BatonError.Code?, _ message: String) -> JSON {
-        .object([
-            "v": .number(Double(controlProtocolVersion)), "type": .string("result"), "ok": .bool(code == nil),
-            "code": .string(code?.name ?? "success"), "exit": .number(Double(code?.exitCode ?? 0)),
-            "message": .string(message),
-        ])
-    }
-
-    private func send(_ c: ControlConnection, _ message: JSON) {
+    private func send(_ c: ControlConnection, _ message: ControlMessage) {
         // Answers are small; a client that does not read them is dropped.
-        if !Sys.writeAllNonBlocking(c.fd, (message.text + "\n").utf8) { drop(c) }
+        if !Sys.writeAllNonBlocking(c.fd, message.line.utf8) { drop(c) }
     }
 
-    private func finish(_ c: ControlConnection, _ message: JSON) {
-        send(c, message)
+    private func finish(_ c: ControlConnection, _ result: ControlResult) {
+        send(c, .result(result))
         drop(c)
     }
 
@@ -290,95 +205,67 @@ extension Supervisor {
 
     // MARK: - Status
 
-    func statusJSON() -> JSON {
+    func status() -> ControlStatus {
         let now = Sys.now()
-        func ms(_ d: Duration) -> JSON { .number(Double(d.milliseconds)) }
-        let generations: [JSON] = machine.generations.map { g in
-            var o: [String: JSON] = [
-                "generation": .number(Double(g.number)), "pid": .number(Double(g.pid)), "state": .string(g.phase.rawValue),
-                "age_ms": ms(now - g.spawnedAt), "release_dir": .string(g.releaseDir),
-            ]
-            if let s = g.status { o["status"] = .string(s) }
-            if let r = g.readyAt { o["ready_ms"] = ms(r - g.spawnedAt) }
-            if let p = g.lastProbe {
-                var probe: [String: JSON] = [
-                    "passed": .bool(p.passed), "detail": .string(p.detail),
-                    "latency_ms": .number(Double(p.latency.nanosecondsClamped) / 1e6),
-                ]
-                if let status = p.status { probe["status"] = .number(Double(status)) }
-                o["last_probe"] = .object(probe)
-            }
-            return .object(o)
+        var s = ControlStatus(
+            pid: getpid(), uptimeMilliseconds: (now - startedAt).milliseconds, startedAt: startedWall, state: machine.phase.rawValue,
+            version: batonVersion)
+        s.binary = Sys.realpath("/proc/self/exe")
+        s.listeners = templates.enumerated().map { i, l in
+            ControlStatus.Listener(
+                address: l.address.description, fd: l.targetFD ?? Int32(3 + i), name: l.name,
+                mode: machine.listeners.indices.contains(i) ? machine.listeners[i].rawValue : "shared")
         }
-        var o: [String: JSON] = [
-            "v": .number(Double(controlProtocolVersion)), "type": .string("status"), "ok": .bool(true),
-            "pid": .number(Double(getpid())), "uptime_ms": ms(now - startedAt), "started_at": .number(Double(startedWall)),
-            "state": .string(machine.phase.rawValue),
-            "listeners": .array(
-                listeners.enumerated().map {
-                    .object(["address": .string($1.address.description), "fd": .number(Double(3 + $0)), "name": .string($1.name)])
-                }),
-            "generations": .array(generations),
-            "command": .array(configuration.command.map(JSON.string)),
-        ]
-        if let serving = machine.serving { o["serving"] = .number(Double(serving.number)) }
-        if let p = pidFile?.path { o["pid_file"] = .string(p) }
-        if let c = controlFile?.path { o["control"] = .string(c) }
-        if let l = configuration.logFile { o["log_file"] = .string(l) }
+        s.generations = machine.generations.map { g in
+            var o = ControlStatus.Generation(
+                number: g.number, pid: g.pid, state: g.stateName, ageMilliseconds: (now - g.spawnedAt).milliseconds,
+                releaseDir: g.releaseDir)
+            o.status = g.status
+            o.readyMilliseconds = g.readyAt.map { ($0 - g.spawnedAt).milliseconds }
+            if let p = g.lastProbe {
+                o.lastProbe = ControlStatus.Probe(
+                    passed: p.passed, status: p.status, detail: p.detail, latencyMilliseconds: Double(p.latency.nanosecondsClamped) / 1e6)
+            }
+            o.sockets = machine.ownSockets(of: g.number).compactMap { id in held[id].map { "\($0.address) (socket \(id))" } }
+            return o
+        }
+        s.command = configuration.command
+        s.serving = machine.serving?.number
+        s.pidFile = pidFile?.path
+        s.control = controlFile?.path
+        s.logFile = configuration.logFile
         if let last = machine.lastAttempt {
-            var a: [String: JSON] = [
-                "reason": .string(last.reason.rawValue), "duration_ms": ms(last.finishedAt - last.startedAt),
-                "ago_ms": ms(now - last.finishedAt),
-            ]
+            var a = ControlStatus.Attempt(
+                reason: last.reason.rawValue, ok: false, durationMilliseconds: (last.finishedAt - last.startedAt).milliseconds,
+                agoMilliseconds: (now - last.finishedAt).milliseconds)
             switch last.outcome {
             case .succeeded(let gen, _, let ready, _):
-                a["ok"] = .bool(true)
-                a["generation"] = .number(Double(gen))
-                a["ready_ms"] = ms(ready)
+                a.ok = true
+                a.generation = gen
+                a.readyMilliseconds = ready.milliseconds
             case .failed(let gen, let reason):
-                a["ok"] = .bool(false)
-                if let gen { a["generation"] = .number(Double(gen)) }
-                a["message"] = .string(reason)
+                a.generation = gen
+                a.message = reason
             case .rejected(let reason):
-                a["ok"] = .bool(false)
-                a["message"] = .string(reason)
+                a.message = reason
             }
-            o["last_attempt"] = .object(a)
+            s.lastAttempt = a
         }
-        return .object(o)
+        return s
     }
 }
 
 /// Tells systemd (`Type=notify`) how the supervisor stands, through the
 /// `NOTIFY_SOCKET` baton itself was given; does nothing without one.
 final class SystemdNotifier {
-    private let address: [UInt8]?
+    private let socket: String?
 
     init() {
-        guard var bytes = Sys.getenv("NOTIFY_SOCKET").map({ Array($0.utf8) }), !bytes.isEmpty,
-            bytes.count <= ListenAddress.maxUnixPathBytes
-        else {
-            address = nil
-            return
-        }
-        if bytes[0] == UInt8(ascii: "@") { bytes[0] = 0 }
-        address = bytes
+        socket = Sys.getenv(EnvironmentName.notifySocket).flatMap { $0.isEmpty ? nil : $0 }
     }
 
     func send(_ message: String) {
-        guard let address else { return }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in address.enumerated() { raw[i] = b } }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + address.count + (address[0] == 0 ? 0 : 1))
-        let bytes = Array(message.utf8)
-        _ = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, len) }
-            }
-        }
+        guard let socket else { return }
+        _ = Notifier.send(message, to: socket)
     }
 }

@@ -4,57 +4,33 @@ import Glibc
 
 /// One health probe under way: a non-blocking HTTP/1.1 GET over a
 /// generation's private listener, driven by epoll like everything else.
+/// Its deadline is the machine's: at the deadline the machine asks for
+/// what came so far.
 final class HealthProbe {
     let generation: Int
     let fd: Int32
     let startedAt: Instant
-    let deadline: Instant
     var sent = false
     var response: [UInt8] = []
 
-    init(generation: Int, fd: Int32, startedAt: Instant, deadline: Instant) {
+    init(generation: Int, fd: Int32, startedAt: Instant) {
         self.generation = generation
         self.fd = fd
         self.startedAt = startedAt
-        self.deadline = deadline
     }
 }
 
 extension Supervisor {
-    /// The epoll tokens of probes: this plus their descriptor.
-    static let probeTokenBase: UInt64 = 2_000_000
-
-    /// A private listener for one generation's health probe: 127.0.0.1 on a
-    /// port the kernel chooses, known only to the supervisor and that generation.
-    func makeHealthListener() -> Result<Listener, BatonError> {
-        do {
-            var l = try Listeners.bind(
-                [ListenSpec(.tcp(host: "127.0.0.1", port: 0))], backlog: 64, socketMode: 0o600
-            )[0]
-            l.name = "baton-health"
-            l.envKey = l.address.description
-            return .success(l)
-        } catch {
-            return .failure(error)
-        }
-    }
-
-    /// Starts a probe of `number`; its outcome comes back as `.probeFinished`.
-    func startProbe(of number: Int) {
-        guard let health = configuration.policy.health else { return }
+    /// Starts a probe of `number` over `socket`; its outcome comes back as `.probeFinished`.
+    func startProbe(of number: Int, socket id: SocketID) {
+        guard configuration.policy.health != nil else { return }
         let now = Sys.now()
         func fail(_ detail: String) {
             dispatch(.probeFinished(generation: number, result: ProbeResult(status: nil, detail: detail, latency: .zero, passed: false)))
         }
-        guard let listener = healthSockets[number], case .tcp(_, let port) = listener.address else {
-            fail("no health listener")
-            return
-        }
+        guard let listener = held[id], case .tcp(_, let port) = listener.address else { return fail("no health listener") }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else {
-            fail("socket: \(Sys.describe(errno: errno))")
-            return
-        }
+        guard fd >= 0 else { return fail("socket: \(Sys.describe(errno: errno))") }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
@@ -65,31 +41,26 @@ extension Supervisor {
         if rc != 0, errno != EINPROGRESS {
             let e = errno
             close(fd)
-            fail("connect: \(Sys.describe(errno: e))")
-            return
+            return fail("connect: \(Sys.describe(errno: e))")
         }
-        probes[fd] = HealthProbe(generation: number, fd: fd, startedAt: now, deadline: now + health.timeout)
-        baton_epoll_watch(epfd, fd, Self.probeTokenBase + UInt64(fd), 1, 0)
+        probes[number] = HealthProbe(generation: number, fd: fd, startedAt: now)
+        baton_epoll_watch(epfd, fd, EpollToken.probe(fd).rawValue, 1, 0)
     }
 
     /// Moves a probe on when its socket is ready.
     func handleProbe(_ fd: Int32) {
-        guard let probe = probes[fd], let health = configuration.policy.health else { return }
+        guard let probe = probes.values.first(where: { $0.fd == fd }), let health = configuration.policy.health else { return }
         if !probe.sent {
             var error: Int32 = 0
             var len = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len)
-            guard error == 0 else {
-                finishProbe(probe, status: nil, detail: "connect: \(Sys.describe(errno: error))")
-                return
-            }
+            guard error == 0 else { return finishProbe(probe, status: nil, detail: "connect: \(Sys.describe(errno: error))") }
             let request = "GET \(health.path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: baton-health\r\nConnection: close\r\n\r\n"
             guard Sys.writeAllNonBlocking(fd, request.utf8) else {
-                finishProbe(probe, status: nil, detail: "write: \(Sys.describe(errno: errno))")
-                return
+                return finishProbe(probe, status: nil, detail: "write: \(Sys.describe(errno: errno))")
             }
             probe.sent = true
-            baton_epoll_watch(epfd, fd, Self.probeTokenBase + UInt64(fd), 0, 1)
+            baton_epoll_watch(epfd, fd, EpollToken.probe(fd).rawValue, 0, 1)
         }
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -104,33 +75,31 @@ extension Supervisor {
             break
         }
         // The whole answer (the server closed), or enough of it.
-        let (status, detail) = Self.parseResponse(probe.response)
+        let (status, detail) = HTTPAnswer.parse(probe.response)
         finishProbe(probe, status: status, detail: detail)
     }
 
-    /// Ends probes whose deadline passed.
-    func expireProbes(now: Instant) {
-        for probe in probes.values where probe.deadline <= now {
-            let (status, _) = Self.parseResponse(probe.response)
-            finishProbe(
-                probe, status: status, detail: "no complete answer within \(configuration.policy.health?.timeout.humanDescription ?? "")")
-        }
+    /// The machine's deadline for the probe of `number` passed: it fails with what came.
+    func abortProbe(of number: Int) {
+        guard let probe = probes[number] else { return }
+        let (status, _) = HTTPAnswer.parse(probe.response)
+        let timeout = configuration.policy.health?.timeout.humanDescription ?? ""
+        finishProbe(probe, status: status, detail: "no complete answer within \(timeout)")
     }
 
-    /// The earliest probe deadline.
-    var nextProbeDeadline: Instant? { probes.values.map(\.deadline).min() }
-
     private func finishProbe(_ probe: HealthProbe, status: Int?, detail: String) {
-        guard probes.removeValue(forKey: probe.fd) != nil else { return }
+        guard probes.removeValue(forKey: probe.generation) != nil else { return }
         baton_epoll_del(epfd, probe.fd)
         close(probe.fd)
         let passed = status.map { configuration.policy.health?.expected.contains($0) ?? false } ?? false
         let result = ProbeResult(status: status, detail: detail, latency: Sys.now() - probe.startedAt, passed: passed)
         dispatch(.probeFinished(generation: probe.generation, result: result))
     }
+}
 
-    /// The status code, and the reason with the body's first line.
-    static func parseResponse(_ bytes: [UInt8]) -> (Int?, String) {
+/// Reading an HTTP/1.x answer: the status, and the reason with the body's first line.
+enum HTTPAnswer {
+    static func parse(_ bytes: [UInt8]) -> (Int?, String) {
         guard bytes.starts(with: Array("HTTP/1.".utf8)), let lineEnd = bytes.firstIndex(where: { $0 == 13 || $0 == 10 }) else {
             return (nil, bytes.isEmpty ? "the connection closed without an answer" : "not an HTTP answer")
         }

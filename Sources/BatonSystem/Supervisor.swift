@@ -1,26 +1,24 @@
+import BatonControl
 import BatonCore
+import BatonProtocol
 import CBatonShims
 import Glibc
 
 /// The thin shell around `SupervisorStateMachine`: one thread, one epoll
-/// loop. Signals (signalfd), readiness datagrams and (later) control
-/// connections are events; the only timer is the machine's next deadline,
-/// used as the epoll timeout, so an idle supervisor sleeps in `epoll_wait`.
+/// loop. Signals (signalfd), child exits, readiness datagrams, control
+/// connections, probe answers and listener hang-ups become events; the
+/// machine decides, and the shell carries out its actions. The only timer is
+/// the machine's next deadline, used as the epoll timeout, so an idle
+/// supervisor sleeps in `epoll_wait`.
 public final class Supervisor {
     let configuration: RunConfiguration
     var machine: SupervisorStateMachine
-    /// The listeners as bound at start: the shared set, or in hand-over mode
-    /// the first generation's.
-    var listeners: [Listener] = []
-    /// Hand-over mode: each generation's own socket set.
-    var generationSockets: [Int: [Listener]] = [:]
-    /// Hand-over mode: a socket set whose generation is gone while no other
-    /// holds one; kept open (its queue waits) and given to the next generation.
-    var spareSockets: [Listener]?
-    /// Each generation's private health-probe listener.
-    var healthSockets: [Int: Listener] = [:]
-    /// Health probes under way, by descriptor.
-    var probes: [Int32: HealthProbe] = [:]
+    /// Every socket the supervisor holds, by the machine's id.
+    var held: [SocketID: Listener] = [:]
+    /// Each configured listener as first bound: the template for the sockets of later generations.
+    var templates: [Listener] = []
+    /// Health probes under way, by generation.
+    var probes: [Int: HealthProbe] = [:]
     var pidFile: PidFile?
     let statusFile: StatusFile?
     var spawner: Spawner?
@@ -33,21 +31,16 @@ public final class Supervisor {
     var requestConnections: [RequestID: Int32] = [:]
     var nextRequestID: RequestID = 1
     var exitCode: Int32?
-    var credentials: Spawner.Credentials?
+    let credentials: Spawner.Credentials?
     let systemd = SystemdNotifier()
-    var startReportFD: Int32?
+    /// The pipe of the `baton start` that spawned this daemon, and the request id of its report.
+    var startReport: (id: RequestID, fd: Int32)?
     /// Processes of gone generations already sent SIGKILL, until reaped.
     var killedStrays: Set<Int32> = []
     let startedAt = Sys.now()
     let startedWall = Sys.wallClockSeconds()
-
-    enum Token: UInt64 {
-        case signal = 1
-        case notify = 2
-        case control = 3
-        /// Control connections: this plus their descriptor.
-        case connectionBase = 1_000_000
-    }
+    private var pendingEvents: [SupervisorEvent] = []
+    private var dispatching = false
 
     /// Checks `configuration` (command, user, group, directories) without
     /// starting anything.
@@ -58,7 +51,7 @@ public final class Supervisor {
         guard let command = configuration.command.first else {
             throw BatonError(.usage, "no command given; put the app's command after '--'")
         }
-        self.credentials = try Self.resolveCredentials(user: configuration.user, group: configuration.group)
+        self.credentials = try Spawner.Credentials.resolve(user: configuration.user, group: configuration.group)
         if let dir = configuration.dir, Sys.realpath(dir) == nil {
             let e = errno
             throw BatonError(.usage, "--dir \(dir): \(Sys.describe(errno: e))\(e == ENOENT ? " (a dangling symlink?)" : "")", errno: e)
@@ -68,9 +61,6 @@ public final class Supervisor {
         if let problem = found.problem {
             throw BatonError(.commandNotFound, "cannot run '\(command)': it \(problem)")
         }
-        if configuration.handover, configuration.listen.contains(where: { $0.fd != nil }) {
-            throw BatonError(.usage, "--handover cannot be combined with pinned descriptor numbers")
-        }
         if let envdir = configuration.envdir, case .failure(let e) = EnvDir.read(envdir, style: configuration.envdirStyle) {
             throw e
         }
@@ -79,37 +69,6 @@ public final class Supervisor {
         if let path = configuration.controlPath {
             try Self.checkControlPath(path)
         }
-    }
-
-    private static func resolveCredentials(user: String?, group: String?) throws(BatonError) -> Spawner.Credentials? {
-        guard user != nil || group != nil else { return nil }
-        var c = Spawner.Credentials(uid: getuid(), gid: getgid(), userName: nil)
-        if let user {
-            if let pw = getpwnam(user) {
-                c.uid = pw.pointee.pw_uid
-                c.gid = pw.pointee.pw_gid
-                c.userName = user
-            } else if let uid = UInt32(user), let pw = getpwuid(uid) {
-                c.uid = uid
-                c.gid = pw.pointee.pw_gid
-                c.userName = String(cString: pw.pointee.pw_name)
-            } else {
-                throw BatonError(.usage, "--user \(user): no such user")
-            }
-        }
-        if let group {
-            if let gr = getgrnam(group) {
-                c.gid = gr.pointee.gr_gid
-            } else if let gid = UInt32(group) {
-                c.gid = gid
-            } else {
-                throw BatonError(.usage, "--group \(group): no such group")
-            }
-        }
-        if getuid() != 0, c.uid != getuid() || c.gid != getgid() {
-            throw BatonError(.usage, "--user/--group need baton to run as root")
-        }
-        return c
     }
 
     /// Binds, starts the first generation and supervises until stopped.
@@ -125,26 +84,7 @@ public final class Supervisor {
         defer { cleanUp() }
 
         if let path = configuration.pidFile { pidFile = try PidFile(checking: path) }
-        if let adopted = try Listeners.adoptSystemd() {
-            listeners = adopted
-            Log.line("adopted \(adopted.count) socket(s) from systemd: \(adopted.map { $0.address.description }.joined(separator: ", "))")
-        } else {
-            guard !configuration.listen.isEmpty || configuration.allowNoListeners else {
-                throw BatonError(.usage, "no address to listen on; give at least one --listen (for example --listen 8080)")
-            }
-            if configuration.handover, configuration.listen.contains(where: { if case .tcp = $0.address { true } else { false } }),
-                !Listeners.queueMigrationEnabled()
-            {
-                throw BatonError(
-                    .usage,
-                    "--handover needs net.ipv4.tcp_migrate_req=1 (it is 0 in this network namespace), or the old generation's queued connections would be reset; run 'sysctl -w net.ipv4.tcp_migrate_req=1' or drop --handover"
-                )
-            }
-            listeners = try Listeners.bind(
-                configuration.listen, backlog: configuration.backlog, socketMode: configuration.socketMode,
-                reusePort: configuration.handover)
-        }
-        if configuration.handover { spareSockets = listeners }
+        let modes = try openListeners()
         let notifyName = try openNotifySocket()
         if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
@@ -152,16 +92,27 @@ public final class Supervisor {
 
         epfd = baton_epoll_create()
         guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
-        baton_epoll_add(epfd, signalFD, Token.signal.rawValue)
-        baton_epoll_add(epfd, notifyFD, Token.notify.rawValue)
-        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, Token.control.rawValue) }
-        watchSharedListeners()
-        startReportFD = configuration.startReportFD
+        baton_epoll_add(epfd, signalFD, EpollToken.signals.rawValue)
+        baton_epoll_add(epfd, notifyFD, EpollToken.notify.rawValue)
+        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, EpollToken.control.rawValue) }
 
+        var policy = configuration.policy
+        policy.queueMigration = Listeners.queueMigrationEnabled()
+        machine = SupervisorStateMachine(policy: policy, listeners: modes)
+        for (id, listener) in templates.enumerated() {
+            held[id] = listener
+            watchHangUps(of: id)
+        }
         Log.line(
-            "listening on \(listeners.map { $0.address.description }.joined(separator: ", ")); command: \(configuration.command.joined(separator: " "))"
+            "listening on \(templates.map { $0.address.description }.joined(separator: ", ")); command: \(configuration.command.joined(separator: " "))"
         )
-        dispatch(.start)
+        var report: RequestID?
+        if let fd = configuration.startReportFD {
+            let id = newRequestID()
+            startReport = (id, fd)
+            report = id
+        }
+        dispatch(.start(report: report))
         return loop()
     }
 
@@ -169,8 +120,7 @@ public final class Supervisor {
         var tokens = [UInt64](repeating: 0, count: 16)
         while exitCode == nil {
             var timeout: Int32 = -1
-            let probeDeadline = nextProbeDeadline
-            if let deadline = [machine.nextDeadline, probeDeadline].compactMap({ $0 }).min() {
+            if let deadline = machine.nextDeadline {
                 let now = Sys.now()
                 timeout = deadline <= now ? 0 : Int32(clamping: (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)
             }
@@ -181,24 +131,16 @@ public final class Supervisor {
                 dispatch(.stopRequested(nil))
                 continue
             }
-            for token in tokens.prefix(Int(n)) {
-                switch Token(rawValue: token) {
-                case .signal: handleSignals()
+            for raw in tokens.prefix(Int(n)) {
+                guard exitCode == nil, let token = EpollToken(rawValue: raw) else { continue }
+                switch token {
+                case .signals: handleSignals()
                 case .notify: handleNotifications()
                 case .control: acceptControlConnections()
-                case .connectionBase, nil:
-                    if token > Self.listenerTokenBase {
-                        handleListenerHangUp(Int32(token - Self.listenerTokenBase))
-                    } else if token > Self.probeTokenBase {
-                        handleProbe(Int32(token - Self.probeTokenBase))
-                    } else if token > Token.connectionBase.rawValue {
-                        handleConnection(Int32(token - Token.connectionBase.rawValue))
-                    }
+                case .connection(let fd): handleConnection(fd)
+                case .probe(let fd): handleProbe(fd)
+                case .listener(let fd): handleListenerHangUp(fd)
                 }
-                if exitCode != nil { break }
-            }
-            if exitCode == nil, let deadline = nextProbeDeadline, deadline <= Sys.now() {
-                expireProbes(now: Sys.now())
             }
             if exitCode == nil, let deadline = machine.nextDeadline, deadline <= Sys.now() {
                 dispatch(.tick)
@@ -257,68 +199,88 @@ public final class Supervisor {
         }
     }
 
-    /// Feeds one event to the machine and carries out its actions, feeding
-    /// back the results of spawns.
+    /// Feeds one event to the machine and carries out its actions. Actions
+    /// that produce events (a spawn, a queue reading) enqueue them: they are
+    /// handled in order once the current actions are done, never from inside.
     func dispatch(_ event: SupervisorEvent) {
-        var queue = machine.handle(event, now: Sys.now())
-        var i = 0
-        while i < queue.count {
-            let action = queue[i]
-            i += 1
-            switch action {
-            case .spawn(let number):
-                let sockets: [Listener]
-                switch socketSet(for: number) {
-                case .success(let set): sockets = set
-                case .failure(let error):
-                    queue += machine.handle(.spawnFailed(generation: number, reason: error.message), now: Sys.now())
-                    continue
-                }
-                switch spawner!.spawn(generation: number, listeners: sockets) {
-                case .success(let child):
-                    queue += machine.handle(.spawned(generation: number, pid: child.pid, releaseDir: child.releaseDir), now: Sys.now())
-                case .failure(let error):
-                    queue += machine.handle(.spawnFailed(generation: number, reason: error.message), now: Sys.now())
-                }
-            case .signal(let pid, let sig):
-                kill(pid, sig)
-            case .signalGroup(let pgid, let sig):
-                kill(-pgid, sig)
-            case .closeDoor(let number):
-                closeDoor(of: number)
-            case .releaseSockets(let number):
-                releaseSockets(of: number)
-            case .probe(let number):
-                startProbe(of: number)
-            case .attemptStarted(let requests, let generation, let reason):
-                attemptStarted(requests, generation: generation, reason: reason)
-            case .report(let report):
-                Log.line(report.description)
-                forward(report)
-            case .generationsChanged:
-                statusFile?.write(machine.generations)
-            case .attemptFinished(let requests, let outcome):
-                logOutcome(outcome)
-                attemptFinished(requests, outcome)
-            case .exit(let code, let requests):
-                exitCode = code
-                systemd.send("STOPPING=1")
-                cleanUp()
-                finishStop(requests, code: code)
-            }
+        pendingEvents.append(event)
+        guard !dispatching else { return }
+        dispatching = true
+        defer { dispatching = false }
+        while !pendingEvents.isEmpty, exitCode == nil {
+            let next = pendingEvents.removeFirst()
+            for action in machine.handle(next, now: Sys.now()) { execute(action) }
+        }
+        pendingEvents.removeAll()
+    }
+
+    private func execute(_ action: SupervisorAction) {
+        switch action {
+        case .spawn(let number, let sockets, let open):
+            spawn(number, sockets: sockets, opening: open)
+        case .steer(_, let via, let index):
+            steer(via: via, index: index)
+        case .publish(let id):
+            publish(id)
+        case .measureQueues(let number, let sockets):
+            let length = sockets.compactMap { held[$0] }.reduce(0) { $0 + Listeners.queueLength($1) }
+            dispatch(.queueMeasured(generation: number, length: length))
+        case .shutDown(let ids):
+            for id in ids { shutDown(id) }
+        case .relisten(let id):
+            relisten(id)
+        case .close(let ids):
+            for id in ids { closeSocket(id) }
+        case .probe(let number, let socket):
+            startProbe(of: number, socket: socket)
+        case .abortProbe(let number):
+            abortProbe(of: number)
+        case .signal(let pid, let sig):
+            kill(pid, sig)
+        case .signalGroup(let pgid, let sig):
+            kill(-pgid, sig)
+        case .report(let report):
+            Log.line(report.description)
+            forward(report)
+        case .statusChanged(let entries):
+            statusFile?.write(entries)
+        case .notifySystemd(let text):
+            systemd.send(text)
+        case .answer(let id, let answer):
+            send(answer, to: id)
+        case .exit(let code, let answers):
+            exitCode = code
+            cleanUp()
+            finish(answers)
         }
     }
 
-    private func logOutcome(_ outcome: AttemptOutcome) {
-        switch outcome {
-        case .succeeded(let generation, _, let readyAfter, _):
-            Log.line("generation \(generation) is serving (ready after \(readyAfter.humanDescription))")
-        case .failed(let generation, let reason):
-            let still = machine.serving.map { "; generation \($0.number) (pid \($0.pid)) still serves" } ?? ""
-            Log.line("generation \(generation.map(String.init) ?? "?") failed: \(reason)\(still)")
-        case .rejected(let reason):
-            Log.line("request rejected: \(reason)")
+    /// Opens the sockets a spawn needs, then spawns; the outcome goes back as an event.
+    private func spawn(_ number: Int, sockets: [SocketID], opening: [SocketOpening]) {
+        var opened: [SocketID] = []
+        func failed(_ error: BatonError) {
+            for id in opened { closeSocket(id) }
+            dispatch(.spawnFailed(generation: number, reason: error.message))
         }
+        for socket in opening {
+            switch openSocket(socket) {
+            case .success: opened.append(socket.id)
+            case .failure(let e): return failed(e)
+            }
+        }
+        let set = sockets.compactMap { held[$0] }
+        guard set.count == sockets.count else { return failed(BatonError(.failure, "a socket of generation \(number) is missing")) }
+        switch spawner!.spawn(generation: number, listeners: set) {
+        case .success(let child):
+            dispatch(.spawned(generation: number, pid: child.pid, releaseDir: child.releaseDir))
+        case .failure(let error):
+            failed(error)
+        }
+    }
+
+    func newRequestID() -> RequestID {
+        defer { nextRequestID += 1 }
+        return nextRequestID
     }
 
     private func openNotifySocket() throws(BatonError) -> String {
@@ -328,101 +290,20 @@ public final class Supervisor {
         setsockopt(notifyFD, SOL_SOCKET, SO_PASSCRED, &one, socklen_t(MemoryLayout<Int32>.size))
         var seed = UInt64(Sys.now().nanoseconds) ^ UInt64(getpid())
         seed = seed &* 6_364_136_223_846_793_005 &+ 1
-        let name = "baton/\(getpid())/\(String(seed >> 16, radix: 36))"
         // An abstract name: no file to clean up, reachable by an app running as another user.
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(name.utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i + 1] = b }
-        }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(notifyFD, $0, len) } }
+        let name = "@baton/\(getpid())/\(String(seed >> 16, radix: 36))"
+        let rc = try! UnixAddress(notation: name).withSockaddr { bind(notifyFD, $0, $1) }
         guard rc == 0 else { throw BatonError(.failure, "notify socket: bind: \(Sys.describe(errno: errno))", errno: errno) }
-        return "@" + name
-    }
-
-    // MARK: - Socket sets
-
-    /// The sockets generation `number` inherits: the shared listeners, or in
-    /// hand-over mode its own SO_REUSEPORT TCP listeners (unix ones shared).
-    func socketSet(for number: Int) -> Result<[Listener], BatonError> {
-        let shared: Result<[Listener], BatonError> = sharedOrOwnSockets(for: number)
-        guard configuration.policy.health != nil, case .success(let set) = shared else { return shared }
-        switch makeHealthListener() {
-        case .success(let health):
-            healthSockets[number] = health
-            return .success(set + [health])
-        case .failure(let e):
-            return .failure(e)
-        }
-    }
-
-    private func sharedOrOwnSockets(for number: Int) -> Result<[Listener], BatonError> {
-        guard configuration.handover else { return .success(listeners) }
-        if let spare = spareSockets {
-            spareSockets = nil
-            generationSockets[number] = spare
-            return .success(spare)
-        }
-        var set: [Listener] = []
-        for l in listeners {
-            if l.isTCP {
-                do { set.append(try Listeners.bindAgain(l, backlog: configuration.backlog)) } catch {
-                    for opened in set where opened.isTCP { close(opened.fd) }
-                    return .failure(error)
-                }
-            } else {
-                set.append(l)
-            }
-        }
-        generationSockets[number] = set
-        return .success(set)
-    }
-
-    /// True when a generation other than `number` holds an open socket set.
-    private func anotherDoorIsOpen(besides number: Int) -> Bool {
-        spareSockets != nil || generationSockets.keys.contains { $0 != number }
-    }
-
-    /// Hand-over: shuts the generation's own TCP listeners, so that what is
-    /// queued on them moves to the other generation's, before its signal.
-    func closeDoor(of number: Int) {
-        guard configuration.handover, let set = generationSockets[number], anotherDoorIsOpen(besides: number) else { return }
-        for l in set where l.isTCP { Listeners.shutDown(l) }
-    }
-
-    /// Hand-over: a generation is gone; close its sockets, unless it held the
-    /// only ones (then they wait, with their queue, for the next generation).
-    func releaseSockets(of number: Int) {
-        if let health = healthSockets.removeValue(forKey: number) { close(health.fd) }
-        guard configuration.handover, let set = generationSockets.removeValue(forKey: number) else { return }
-        if !anotherDoorIsOpen(besides: number) {
-            spareSockets = set
-            return
-        }
-        for l in set where l.isTCP {
-            Listeners.shutDown(l)
-            close(l.fd)
-            // The first generation's set is the one bound at start: forget the numbers.
-            for i in listeners.indices where listeners[i].fd == l.fd { listeners[i].fd = -1 }
-        }
+        return name
     }
 
     /// Releases every file and socket this supervisor created. Control
     /// connections stay open for the final answer to `stop`.
     func cleanUp() {
-        for set in Array(generationSockets.values) + [spareSockets ?? []] {
-            for l in set where l.isTCP && !listeners.contains(where: { $0.fd == l.fd }) { close(l.fd) }
-        }
-        generationSockets = [:]
-        spareSockets = nil
-        for h in healthSockets.values { close(h.fd) }
-        healthSockets = [:]
-        for p in probes.values { close(p.fd) }
+        for probe in probes.values { close(probe.fd) }
         probes = [:]
-        Listeners.release(listeners)
-        listeners = []
+        Listeners.release(Array(held.values))
+        held = [:]
         statusFile?.remove()
         closeControlSocket()
         pidFile?.remove()
@@ -435,14 +316,11 @@ public final class Supervisor {
 
     private func reopenLog() {
         guard let path = configuration.logFile else { return }
-        let fd = baton_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        guard fd >= 0 else {
-            Log.warning("cannot reopen log file \(path): \(Sys.describe(errno: errno))")
-            return
+        do {
+            try LogFile.redirect(to: path)
+            Log.line("received SIGUSR1: reopened log file \(path)")
+        } catch {
+            Log.warning("cannot reopen log file \(path): \(error.message)")
         }
-        dup2(fd, 1)
-        dup2(fd, 2)
-        close(fd)
-        Log.line("received SIGUSR1: reopened log file \(path)")
     }
 }

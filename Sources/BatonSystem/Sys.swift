@@ -1,3 +1,4 @@
+import BatonControl
 import BatonCore
 import CBatonShims
 import Glibc
@@ -11,9 +12,7 @@ public enum Sys {
 
     /// The monotonic clock, as the state machine's `Instant`.
     public static func now() -> Instant {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Instant(nanoseconds: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec))
+        MonotonicClock.now()
     }
 
     /// `realpath(3)`, or nil with errno set.
@@ -157,6 +156,22 @@ public enum Sys {
         let text = String(decoding: bytes.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
             .trimmingSuffix(while: { $0 == " " })
         return text.count > 80 ? String(text.prefix(77)) + "..." : text
+    }
+
+    /// The last `count` lines of a file (empty when it cannot be read).
+    public static func tail(_ path: String, lines count: Int) -> [String] {
+        let fd = baton_open(path, O_RDONLY | O_CLOEXEC, 0)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        let window = count * 400 + 4096
+        let from = max(0, size - off_t(window))
+        lseek(fd, from, SEEK_SET)
+        guard let bytes = readAll(fd, limit: window) else { return [] }
+        var lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        if from > 0, !lines.isEmpty { lines.removeFirst() }
+        return Array(lines.suffix(count))
     }
 
     // MARK: - /proc

@@ -7,12 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -235,3 +240,27 @@ int baton_somaxconn(void) {
 }
 
 char **baton_environ(void) { return environ; }
+
+int baton_steer_reuseport(int fd, unsigned int index) {
+    struct sock_filter code[] = {{BPF_RET | BPF_K, 0, 0, index}};
+    struct sock_fprog program = {.len = 1, .filter = code};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program);
+}
+
+int baton_tcp_accept_queue(int fd) {
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+    // On a listener, the kernel reports its accept queue in tcpi_unacked.
+    return (int)info.tcpi_unacked;
+}
+
+int baton_listener_has_pending(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+    int r = poll(&p, 1, 0);
+    if (r < 0) return -1;
+    return (r > 0 && (p.revents & POLLIN)) ? 1 : 0;
+}
+
+int baton_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

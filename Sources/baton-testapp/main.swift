@@ -34,6 +34,7 @@
 //
 // GET / -> "tag gen pid"; GET /slow?ms=N -> the same after N ms; GET /env -> the
 // inherited environment, open descriptors and signal state; GET /health -> ok.
+import BatonProtocol
 import CBatonShims
 import Dispatch
 import Glibc
@@ -83,45 +84,8 @@ func say(_ text: String) { _ = (text + "\n").withCString { write(2, $0, strlen($
 
 /// Sends one datagram to `NOTIFY_SOCKET`, with `fds` attached (SCM_RIGHTS) if any.
 func notifyBytes(_ bytes: [UInt8], passing fds: [Int32] = []) {
-    guard let path = env("NOTIFY_SOCKET") else { return }
-    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    var name = Array(path.utf8)
-    if name.first == UInt8(ascii: "@") { name[0] = 0 }
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in name.enumerated() { raw[i] = b } }
-    let addressLength = socklen_t(MemoryLayout<sa_family_t>.size + name.count)
-    // One control message: cmsg_len (a size_t), cmsg_level, cmsg_type, then the descriptors.
-    let header = MemoryLayout<Int>.size + 8
-    var control = [UInt8](repeating: 0, count: fds.isEmpty ? 0 : (header + 4 * fds.count + 7) & ~7)
-    if !fds.isEmpty {
-        control.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: header + 4 * fds.count, toByteOffset: 0, as: Int.self)
-            raw.storeBytes(of: SOL_SOCKET, toByteOffset: MemoryLayout<Int>.size, as: Int32.self)
-            raw.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: MemoryLayout<Int>.size + 4, as: Int32.self)
-            for (i, d) in fds.enumerated() { raw.storeBytes(of: d, toByteOffset: header + 4 * i, as: Int32.self) }
-        }
-    }
-    var payload = bytes
-    let sent = withUnsafeMutablePointer(to: &addr) { a in
-        payload.withUnsafeMutableBytes { p in
-            control.withUnsafeMutableBytes { c in
-                var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
-                return withUnsafeMutablePointer(to: &iov) { iovp in
-                    var msg = msghdr()
-                    msg.msg_name = UnsafeMutableRawPointer(a)
-                    msg.msg_namelen = addressLength
-                    msg.msg_iov = iovp
-                    msg.msg_iovlen = 1
-                    msg.msg_control = c.count > 0 ? c.baseAddress : nil
-                    msg.msg_controllen = c.count
-                    return sendmsg(fd, &msg, 0)
-                }
-            }
-        }
-    }
-    if sent < 0 { say("testapp: notify: \(String(cString: strerror(errno)))") }
+    guard let path = env(EnvironmentName.notifySocket) else { return }
+    if case .failure(let f) = Notifier.send(bytes: bytes, to: path, passing: fds) { say("testapp: notify: \(f)") }
 }
 
 func notify(_ message: String) { notifyBytes(Array(message.utf8)) }
@@ -234,7 +198,7 @@ var listeners: [Int32] = []
 if let count = env("LISTEN_FDS").flatMap(Int32.init), env("LISTEN_PID") == String(getpid()) || isWorker {
     listeners = (0..<count).map { 3 + $0 }
 } else if let ports = env("SERVER_STARTER_PORT") {
-    listeners = ports.split(separator: ";").compactMap { $0.split(separator: "=").last.flatMap { Int32($0) } }
+    listeners = (try? ServerStarterPort.split(ports).get())?.compactMap { Int32($0.descriptor) } ?? []
 }
 if listeners.isEmpty {
     say("testapp: no inherited socket (LISTEN_FDS / SERVER_STARTER_PORT)")

@@ -1,251 +1,224 @@
+import BatonControl
 import BatonCore
 import BatonSystem
 import CBatonShims
 import Glibc
 
-let commonSpecs: [OptionSpec] = [
-    OptionSpec("json", "print JSON (one object per line) instead of text"),
-    OptionSpec("help", "show this help"),
-]
-
-/// Formats a progress line of the control protocol for people.
-func describeProgress(_ j: JSON) -> String {
-    var head = ""
-    if let g = j["generation"]?.int { head += "gen \(g) " }
-    if let p = j["pid"]?.int { head += "pid \(p) " }
-    return "  " + Out.dim(head) + (j["message"]?.string ?? "")
-}
-
-/// Prints a final result and returns its exit code.
-func report(_ result: JSON, json: Bool, prefix: String = "baton") -> Int32 {
-    let code = Int32(result["exit"]?.int ?? 1)
-    if json {
-        Out.line(result.text)
-    } else if result["ok"]?.bool == true {
-        Out.line("\(prefix): " + Out.green(result["message"]?.string ?? "done"))
-    } else {
-        Out.error("\(prefix): " + Out.red(result["message"]?.string ?? "failed"))
+/// Parses the arguments of `command`; prints its help and exits on `--help`.
+func parse(_ command: CommandSpec, _ args: [String], positional: PositionalRule) throws(BatonError) -> ParsedOptions {
+    let o = try ParsedOptions(args, specs: command.options, command: "baton \(command.name)", positional: positional)
+    if o.has("help") {
+        Out.line(HelpText.render(program: "baton", command, width: terminalWidth()))
+        exit(0)
     }
-    return code
+    return o
 }
 
-func errorResult(_ e: BatonError) -> JSON { e.resultJSON }
-
-/// The last `count` lines of a file.
-func tail(_ path: String, lines count: Int) -> [String] {
-    let fd = baton_open(path, O_RDONLY | O_CLOEXEC, 0)
-    guard fd >= 0 else { return [] }
-    defer { close(fd) }
-    let size = lseek(fd, 0, SEEK_END)
-    let from = max(0, size - off_t(count * 400 + 4096))
-    lseek(fd, from, SEEK_SET)
-    guard let bytes = Sys.readAll(fd, limit: count * 400 + 4096) else { return [] }
-    var lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-    if lines.last == "" { lines.removeLast() }
-    if from > 0, !lines.isEmpty { lines.removeFirst() }
-    return Array(lines.suffix(count))
+/// The terminal's width for help text (80 when it is not a terminal).
+func terminalWidth() -> Int {
+    var size = winsize()
+    guard isatty(1) == 1, ioctl(1, UInt(TIOCGWINSZ), &size) == 0, size.ws_col >= 40 else { return 80 }
+    return min(Int(size.ws_col), 120)
 }
 
-// MARK: - restart
+/// The supervisor the options name.
+func locations(_ o: ParsedOptions, creating: Bool = false) throws(BatonError) -> Locations {
+    if let p = o.positional, let n = o.last("name"), p != n {
+        throw BatonError(.usage, "two names given ('\(p)' and --name '\(n)'); give one")
+    }
+    return try Locations(
+        name: o.positional ?? o.last("name"), pidFile: o.last("pid-file"), control: o.last("control"), logFile: o.last("log-file"),
+        creating: creating)
+}
+
+func duration(_ o: ParsedOptions, _ name: String, default value: Duration) throws(BatonError) -> Duration {
+    guard let text = o.last(name) else { return value }
+    return try OptionParsing.duration(text, option: "--\(name)")
+}
+
+func noCommand(_ o: ParsedOptions, _ command: String) throws(BatonError) {
+    if let extra = o.rest.first {
+        throw BatonError(.usage, "baton \(command): unexpected argument '\(extra)'; see 'baton \(command) --help'")
+    }
+}
+
+// MARK: - run
+
+func runCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.run, args, positional: .beforeDashes)
+    var configuration = try RunOptions.configuration(o)
+    let loc = try locations(o, creating: true)
+    configuration.pidFile = loc.pidFile
+    configuration.controlPath = loc.control
+    if let log = o.last("log-file") {
+        let path = Sys.absolute(log)
+        try LogFile.redirect(to: path)
+        configuration.logFile = path
+    }
+    let supervisor = try Supervisor(configuration: configuration)
+    return try supervisor.run()
+}
+
+// MARK: - start and deploy
+
+func startCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.start, args, positional: .beforeDashes)
+    let printer = Printer(json: o.has("json"), program: "baton")
+    let configuration = try RunOptions.configuration(o)
+    let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
+    let started = Sys.now()
+    let result = Operations.start(configuration, at: try locations(o, creating: true), umask: umask, step: printer.step)
+    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: "start")
+}
+
+func deployCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.deploy, args, positional: .beforeDashes)
+    let printer = Printer(json: o.has("json"), program: "baton")
+    let configuration = try RunOptions.configuration(o)
+    let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
+    let started = Sys.now()
+    let result = Operations.deploy(
+        configuration, at: try locations(o, creating: true), release: o.last("release"), current: o.last("current"),
+        lockTimeout: try duration(o, "lock-timeout", default: .seconds(300)), timeout: try duration(o, "timeout", default: .seconds(300)),
+        umask: umask, step: printer.step)
+    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: "deploy")
+}
+
+// MARK: - restart, stop
 
 func restartCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let specs =
-        Locations.specs + [
-            OptionSpec("timeout", value: "D", "give up waiting after D (default 5m); the restart itself goes on"),
-            OptionSpec("no-wait-drain", "return once the new generation serves, without waiting for the old one to exit"),
-        ] + commonSpecs
-    let o = try ParsedOptions(args, specs: specs, command: "baton restart")
-    if o.has("help") {
-        return help(
-            "restart",
-            "Usage: baton restart [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStarts a new generation and retires the old one once the new one is ready. Exits 0 only when\nthe new generation serves; 3 not running, 6 the new generation failed (the old one still serves),\n7 the deadline passed, 11 the supervisor is stopping.",
-            specs)
-    }
-    let loc = try Locations(o)
-    let timeout =
-        try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(300)
-    return restart(
-        control: try loc.requireControl("baton restart"), timeout: timeout, waitDrain: !o.has("no-wait-drain"), json: o.has("json"))
+    let o = try parse(Table.restart, args, positional: .one)
+    try noCommand(o, "restart")
+    let loc = try locations(o)
+    let control = try loc.requireControl("baton restart")
+    let timeout = try duration(o, "timeout", default: .seconds(300))
+    let printer = Printer(json: o.has("json"), program: "baton")
+    printer.step(.note("restarting"))
+    var result = Operations.restart(control: control, timeout: timeout, waitDrain: !o.has("no-wait-drain"), step: printer.step)
+    if result.code == .notRunning, let problem = Operations.unreachable(loc, control: control) { result = problem }
+    let took = result.durationMilliseconds.map { Duration.milliseconds($0) }
+    return printer.result(result, took: result.ok ? took : nil, what: "restart")
 }
-
-/// Asks a running supervisor to restart; prints progress; returns the exit code.
-func restart(control: String, timeout: Duration, waitDrain: Bool, json: Bool) -> Int32 {
-    let client: ControlClient
-    switch ControlClient.connect(control) {
-    case .success(let c): client = c
-    case .failure(let e): return report(errorResult(e), json: json)
-    }
-    let started = Sys.now()
-    if !json { Out.line("baton: restarting") }
-    let answer = client.exchange(controlRequest("restart", ["wait_drain": .bool(waitDrain)]), deadline: started + timeout) { line in
-        guard line["type"]?.string == "progress" else { return }
-        Out.line(json ? line.text : describeProgress(line))
-    }
-    switch answer {
-    case .success(var result):
-        if case .object(var o) = result {
-            o["duration_ms"] = .number(Double((Sys.now() - started).milliseconds))
-            if !json, o["ok"]?.bool == true {
-                o["message"] = .string((o["message"]?.string ?? "") + " (restart took \((Sys.now() - started).humanDescription))")
-            }
-            result = .object(o)
-        }
-        return report(result, json: json)
-    case .failure(let e):
-        if e.code == .timeout {
-            return report(
-                errorResult(
-                    BatonError(
-                        .timeout, "no outcome within \(timeout.humanDescription); the restart goes on in the supervisor: see 'baton status'"
-                    )), json: json)
-        }
-        return report(errorResult(e), json: json)
-    }
-}
-
-// MARK: - stop
 
 func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let specs = Locations.specs + [OptionSpec("timeout", value: "D", "give up waiting after D (default 2m)")] + commonSpecs
-    let o = try ParsedOptions(args, specs: specs, command: "baton stop")
-    if o.has("help") {
-        return help(
-            "stop",
-            "Usage: baton stop [--name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]\n\nStops every generation gracefully and the supervisor. Exits 0 once every process is gone and\nthe pid file, status file, control socket and unix sockets are removed (also when nothing ran).",
-            specs)
-    }
-    let loc = try Locations(o)
-    let control = try loc.requireControl("baton stop")
-    let timeout =
-        try o.last("timeout").map { (t: String) throws(BatonError) in try OptionParsing.duration(t, option: "--timeout") } ?? .seconds(120)
-    let json = o.has("json")
-    switch ControlClient.connect(control) {
-    case .failure(let e) where e.code == .notRunning:
-        var message = "not running; nothing to stop"
-        if let p = loc.pidFile, case .stale(let pid) = PidFile.inspect(p) {
-            unlink(p)
-            message += " (removed stale pid file \(p)\(pid.map { " of pid \($0)" } ?? ""))"
-        }
-        return report(
-            .object([
-                "v": .number(1), "type": .string("result"), "ok": .bool(true), "code": .string("success"), "exit": .number(0),
-                "message": .string(message),
-            ]), json: json)
-    case .failure(let e):
-        return report(errorResult(e), json: json)
-    case .success(let client):
-        if !json { Out.line("baton: stopping") }
-        switch client.exchange(controlRequest("stop"), deadline: Sys.now() + timeout, onLine: { _ in }) {
-        case .success(let result): return report(result, json: json)
-        case .failure(let e): return report(errorResult(e), json: json)
-        }
-    }
+    let o = try parse(Table.stop, args, positional: .one)
+    try noCommand(o, "stop")
+    let loc = try locations(o)
+    _ = try loc.requireControl("baton stop")
+    let printer = Printer(json: o.has("json"), program: "baton")
+    let timeout = try duration(o, "timeout", default: .seconds(120))
+    let started = Sys.now()
+    printer.step(.note("stopping"))
+    let result = Operations.stop(at: loc, timeout: timeout, step: printer.step)
+    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: "stop")
 }
 
-// MARK: - status
+// MARK: - status, list
 
 func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let specs = Locations.specs + commonSpecs
-    let o = try ParsedOptions(args, specs: specs, command: "baton status")
-    if o.has("help") {
-        return help(
-            "status",
-            "Usage: baton status [--name NAME | --pid-file PATH | --control PATH] [--json]\n\nShows the supervisor, its listeners and generations. Exit codes as LSB init scripts use them:\n0 running, 1 dead but the pid file is left, 3 not running, 4 unknown.",
-            specs)
-    }
-    let loc = try Locations(o)
-    let control = try loc.requireControl("baton status")
+    let o = try parse(Table.status, args, positional: .one)
+    try noCommand(o, "status")
+    let loc = try locations(o)
+    _ = try loc.requireControl("baton status")
     let json = o.has("json")
-    func notRunning(_ code: Int32, _ text: String) -> Int32 {
+    switch Operations.status(at: loc) {
+    case .running(let s):
         if json {
+            Out.line(s.json.text)
+        } else {
+            printStatus(s)
+        }
+        return 0
+    case .notRunning(let code, let message):
+        if json {
+            let state = code == 1 ? "dead" : code == 3 ? "stopped" : "unknown"
             Out.line(
                 JSON.object([
-                    "v": .number(1), "type": .string("status"), "ok": .bool(false),
-                    "state": .string(code == 1 ? "dead" : code == 3 ? "stopped" : "unknown"), "exit": .number(Double(code)),
-                    "message": .string(text),
+                    "v": .int(ControlProtocol.version), "type": .string("status"), "ok": .bool(false), "state": .string(state),
+                    "code": .string(state), "exit": .int(code), "message": .string(message),
                 ]).text)
         } else {
-            Out.line("baton: \(text)")
+            Out.line("baton: \(message)")
         }
         return code
     }
-    let client: ControlClient
-    switch ControlClient.connect(control) {
-    case .success(let c): client = c
-    case .failure(let e) where e.code == .notRunning:
-        if let p = loc.pidFile, case .stale(let pid) = PidFile.inspect(p) {
-            return notRunning(1, "not running, but pid file \(p) is left\(pid.map { " (pid \($0) is gone)" } ?? "")")
+}
+
+func printStatus(_ s: ControlStatus) {
+    let uptime = Duration.milliseconds(s.uptimeMilliseconds)
+    Out.line("baton: \(Out.green("running")) (pid \(s.pid), up \(uptime.humanDescription), version \(s.version))")
+    for l in s.listeners {
+        Out.line("  listening on \(l.address) (fd \(l.fd), \(l.name), \(l.mode))")
+    }
+    for g in s.generations {
+        let age = Duration.milliseconds(g.ageMilliseconds)
+        var line = "  gen \(g.number)  pid \(g.pid)  \(g.state)  age \(age.humanDescription)  \(g.releaseDir)"
+        if let st = g.status { line += "  [\(st)]" }
+        if let p = g.lastProbe {
+            let status = p.status.map(String.init) ?? "no answer"
+            let ms = p.latencyMilliseconds < 10 ? String(Double(Int(p.latencyMilliseconds * 10)) / 10) : String(Int(p.latencyMilliseconds))
+            line += "  probe: \(p.passed ? Out.green(status) : Out.redOut(status)) in \(ms) ms"
         }
-        if let p = loc.pidFile, case .live(let pid) = PidFile.inspect(p) {
-            return notRunning(4, "pid file \(p) is held\(pid.map { " by pid \($0)" } ?? ""), but nothing answers on \(control)")
-        }
-        return notRunning(3, "not running")
-    case .failure(let e):
-        return notRunning(4, e.message)
-    }
-    guard case .success(let s) = client.exchange(controlRequest("status"), deadline: Sys.now() + .seconds(10), onLine: { _ in }) else {
-        return notRunning(4, "the supervisor did not answer on \(control)")
-    }
-    if json {
-        Out.line(s.prettyText)
-        return 0
-    }
-    let uptime = Duration.milliseconds(Int64(s["uptime_ms"]?.int ?? 0))
-    Out.line("baton: \(Out.green("running")) (pid \(s["pid"]?.int ?? 0), up \(uptime.humanDescription))")
-    for l in s["listeners"]?.array ?? [] {
-        Out.line("  listening on \(l["address"]?.string ?? "?") (fd \(l["fd"]?.int ?? 0), \(l["name"]?.string ?? ""))")
-    }
-    for g in s["generations"]?.array ?? [] {
-        let age = Duration.milliseconds(Int64(g["age_ms"]?.int ?? 0))
-        var line =
-            "  gen \(g["generation"]?.int ?? 0)  pid \(g["pid"]?.int ?? 0)  \(g["state"]?.string ?? "?")  age \(age.humanDescription)  \(g["release_dir"]?.string ?? "")"
-        if let st = g["status"]?.string { line += "  [\(st)]" }
-        if let p = g["last_probe"] {
-            let ms = p["latency_ms"].flatMap { if case .number(let d) = $0 { d } else { nil } } ?? 0
-            let status = p["status"]?.int.map(String.init) ?? "no answer"
-            line +=
-                "  probe: \(p["passed"]?.bool == true ? Out.green(status) : Out.red(status)) in \(Int(ms * 10) / 10 == 0 ? String(ms) : String(Int(ms))) ms"
-        }
+        if !g.sockets.isEmpty { line += "  sockets: " + g.sockets.joined(separator: ", ") }
         Out.line(line)
     }
-    if let a = s["last_attempt"] {
-        let ago = Duration.milliseconds(Int64(a["ago_ms"]?.int ?? 0))
-        let what = a["reason"]?.string == "initial" ? "start" : a["reason"]?.string ?? "restart"
-        if a["ok"]?.bool == true {
+    if let a = s.lastAttempt {
+        let ago = Duration.milliseconds(a.agoMilliseconds)
+        let what = a.reason == "initial" ? "start" : a.reason
+        if a.ok {
             Out.line(
-                "  last \(what): \(Out.green("succeeded")), generation \(a["generation"]?.int ?? 0) ready after \(Duration.milliseconds(Int64(a["ready_ms"]?.int ?? 0)).humanDescription), took \(Duration.milliseconds(Int64(a["duration_ms"]?.int ?? 0)).humanDescription) (\(ago.humanDescription) ago)"
+                "  last \(what): \(Out.green("succeeded")), generation \(a.generation ?? 0) ready after \(Duration.milliseconds(a.readyMilliseconds ?? 0).humanDescription), took \(Duration.milliseconds(a.durationMilliseconds).preciseDescription) (\(ago.humanDescription) ago)"
             )
         } else {
-            Out.line("  last \(what): \(Out.red("failed")): \(a["message"]?.string ?? "") (\(ago.humanDescription) ago)")
+            Out.line("  last \(what): \(Out.redOut("failed")): \(a.message ?? "") (\(ago.humanDescription) ago)")
+        }
+    }
+    for w in s.warnings { Out.line("  " + Out.redOut("warning: ") + w) }
+}
+
+func listCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.list, args, positional: .none)
+    try noCommand(o, "list")
+    let json = o.has("json")
+    let all = Locations.all()
+    if !json {
+        if all.isEmpty {
+            Out.line("baton: no supervisor under \(Locations.runDirectory())")
+        } else {
+            Out.line("NAME                 PID      SERVING  UPTIME     LAST RESTART")
+        }
+    }
+    for (name, loc) in all {
+        switch Operations.status(at: loc) {
+        case .running(let s):
+            if json {
+                var fields: [String: JSON] = [
+                    "name": .string(name), "pid": .int(s.pid), "uptime_ms": .int(s.uptimeMilliseconds), "state": .string(s.state),
+                ]
+                if let g = s.serving { fields["serving"] = .int(g) }
+                if let a = s.lastAttempt {
+                    fields["last_attempt"] = .object(["ok": .bool(a.ok), "reason": .string(a.reason), "ago_ms": .int(a.agoMilliseconds)])
+                }
+                Out.line(JSON.object(fields).text)
+            } else {
+                let last =
+                    s.lastAttempt.map { "\($0.ok ? "ok" : "failed") \(Duration.milliseconds($0.agoMilliseconds).humanDescription) ago" }
+                    ?? "-"
+                Out.line(
+                    pad(name, 20) + " " + pad(String(s.pid), 8) + " " + pad(s.serving.map { "gen \($0)" } ?? "-", 8) + " "
+                        + pad(Duration.milliseconds(s.uptimeMilliseconds).humanDescription, 10) + " " + last)
+            }
+        case .notRunning(let code, let message):
+            if json {
+                Out.line(
+                    JSON.object(["name": .string(name), "state": .string("not running"), "exit": .int(code), "message": .string(message)])
+                        .text)
+            } else {
+                Out.line(pad(name, 20) + " " + pad("-", 8) + " " + pad("-", 8) + " " + pad("-", 10) + " " + message)
+            }
         }
     }
     return 0
 }
 
-// MARK: - logs
-
-func logsCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let specs = Locations.specs + [OptionSpec("lines", value: "N", "how many lines (default 50)"), OptionSpec("help", "show this help")]
-    let o = try ParsedOptions(args, specs: specs, command: "baton logs")
-    if o.has("help") {
-        return help(
-            "logs",
-            "Usage: baton logs [--name NAME | --pid-file PATH | --log-file PATH] [--lines N]\n\nPrints the end of the daemon's log. The daemon reopens its log file on SIGUSR1 (for logrotate).",
-            specs)
-    }
-    let loc = try Locations(o)
-    guard let path = loc.logFile else {
-        throw BatonError(.usage, "baton logs: say which log: --name NAME, --pid-file PATH or --log-file PATH")
-    }
-    let count =
-        try o.last("lines").map { (t: String) throws(BatonError) in try OptionParsing.integer(t, option: "--lines", range: 1...100_000) }
-        ?? 50
-    guard access(path, R_OK) == 0 else { throw BatonError(.notRunning, "no log at \(path): \(Sys.describe(errno: errno))") }
-    for line in tail(path, lines: count) { Out.line(line) }
-    return 0
-}
-
-func help(_ command: String, _ text: String, _ specs: [OptionSpec]) -> Int32 {
-    Out.line(text + "\n\nOptions:\n" + ParsedOptions.helpText(specs))
-    return 0
-}
+func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }

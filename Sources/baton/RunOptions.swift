@@ -1,51 +1,80 @@
 import BatonCore
 import BatonSystem
 
-/// The options of `baton run` (shared with `start` and `deploy`).
+/// The options of `baton run` (shared with `start` and `deploy`), and how
+/// they become a configuration.
 enum RunOptions {
+    static let listening = "Listening"
+    static let release = "The app"
+    static let readiness = "Readiness"
+    static let retiring = "Retiring the old generation"
+    static let health = "Health probe"
+
     static let specs: [OptionSpec] = [
         OptionSpec(
             "listen", value: "ADDR",
-            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock"),
+            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock",
+            group: listening),
         OptionSpec(
-            "handover",
-            "hand-over mode: one SO_REUSEPORT listener per generation, shut down before its signal so its queue moves to the new one (needs net.ipv4.tcp_migrate_req=1)"
-        ),
+            "listen-mode", value: "MODE",
+            "steered (default): each generation gets its own socket and new connections go to the serving one, so the old one drains before its signal; shared: one socket for all",
+            group: listening, choices: ["steered", "shared"]),
+        OptionSpec("handover", "the default since 0.3 (a spelling of --listen-mode steered)", group: listening, hidden: true),
         OptionSpec(
-            "handover-delay", value: "D",
-            "hand-over mode: wait this long between closing the old generation's listener and its signal (default 100ms)"),
-        OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)"),
-        OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)"),
-        OptionSpec("status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)"),
-        OptionSpec("dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)"),
-        OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn"),
-        OptionSpec("env", value: "K=V", "set a variable for the app, repeatable"),
-        OptionSpec("user", value: "USER", "run the app as USER (baton must be root)"),
-        OptionSpec("group", value: "GROUP", "run the app with GROUP"),
-        OptionSpec("ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)"),
-        OptionSpec("settle", value: "D", "a ready generation must stay up this long before the old one is signalled (default 1s)"),
-        OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)"),
-        OptionSpec("kill-old-delay", value: "D", "wait this long more before signalling the old generation (default 0)"),
-        OptionSpec("drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)"),
+            "handshake-window", value: "D",
+            "steered: after the old generation's queue emptied, wait this long for handshakes begun before the switch (default 200ms; not used with net.ipv4.tcp_migrate_req=1)",
+            group: listening),
+        OptionSpec("handover-delay", value: "D", "a spelling of --handshake-window", group: listening, hidden: true),
+        OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)", group: listening),
+        OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)", group: listening),
         OptionSpec(
-            "health", value: "PATH", "probe each new generation with GET PATH over a private listener before it replaces the old one"),
-        OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)"),
-        OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)"),
-        OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204"),
-        OptionSpec("health-every", value: "D", "keep probing the serving generation this often (default: never)"),
-        OptionSpec("health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)"),
-        OptionSpec("signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)"),
-        OptionSpec("signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)"),
+            "dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)", group: release,
+            completes: .directory),
+        OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn", group: release, completes: .directory),
+        OptionSpec("env", value: "K=V", "set a variable for the app, repeatable", group: release),
+        OptionSpec("user", value: "USER", "run the app as USER (baton must be root)", group: release),
+        OptionSpec("group", value: "GROUP", "run the app with GROUP", group: release),
+        OptionSpec(
+            "status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)", group: release, completes: .file),
+        OptionSpec(
+            "ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)", group: readiness,
+            choices: ["notify", "auto"]),
+        OptionSpec(
+            "settle", value: "D", "a ready generation must stay up this long before it takes over (default 1s)", group: readiness),
+        OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)", group: readiness),
+        OptionSpec(
+            "kill-old-delay", value: "D", "wait this long after the new generation took over before the old one's signal (default 0)",
+            group: retiring),
+        OptionSpec(
+            "drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)",
+            group: retiring),
+        OptionSpec(
+            "signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)", group: retiring,
+            completes: .signal),
+        OptionSpec(
+            "signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)", group: retiring,
+            completes: .signal),
+        OptionSpec(
+            "health", value: "PATH", "probe each new generation with GET PATH over a private listener before it takes over",
+            group: health),
+        OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)", group: health),
+        OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)", group: health),
+        OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204", group: health),
+        OptionSpec("health-every", value: "D", "keep probing the serving generation this often (default: never)", group: health),
+        OptionSpec("health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)", group: health),
     ]
-
-    /// Options whose value is a path, made absolute before a daemon gets them.
-    static let pathOptions: Set<String> = ["status-file", "dir", "envdir"]
 
     /// Builds a configuration from parsed options.
     static func configuration(_ o: ParsedOptions) throws(BatonError) -> RunConfiguration {
         var c = RunConfiguration()
         for text in o.all("listen") { c.listen.append(ListenSpec(try ListenAddress(parsing: text))) }
-        c.handover = o.has("handover")
+        if let mode = o.last("listen-mode") {
+            guard let m = ListenMode(rawValue: mode) else {
+                throw BatonError(.usage, "--listen-mode '\(mode)': expected steered or shared")
+            }
+            c.listenMode = m
+        }
+        if o.has("handover") { c.listenMode = .steered }
         if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
         if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }
         c.statusFile = o.last("status-file")
@@ -73,39 +102,41 @@ enum RunOptions {
         if let v = o.last("drain-timeout") { p.drainTimeout = try OptionParsing.duration(v, option: "--drain-timeout") }
         if let v = o.last("signal-on-hup") { p.signalOnHup = try OptionParsing.signal(v, option: "--signal-on-hup") }
         if let v = o.last("signal-on-term") { p.signalOnTerm = try OptionParsing.signal(v, option: "--signal-on-term") }
-        if let path = o.last("health") {
-            guard path.hasPrefix("/"), !path.contains(" "), !path.contains("\r"), !path.contains("\n") else {
-                throw BatonError(.usage, "--health '\(path)': expected a path such as /health")
-            }
-            var h = HealthCheck(path: path)
-            if let v = o.last("health-timeout") { h.timeout = try OptionParsing.duration(v, option: "--health-timeout") }
-            if let v = o.last("health-interval") { h.interval = try OptionParsing.duration(v, option: "--health-interval") }
-            if let v = o.last("health-every") { h.every = try OptionParsing.duration(v, option: "--health-every") }
-            if let v = o.last("health-failures") {
-                h.failuresBeforeRestart = try OptionParsing.integer(v, option: "--health-failures", range: 1...1000)
-            }
-            if let v = o.last("health-status") {
-                let parts = v.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-                guard (1...2).contains(parts.count), let low = parts.first ?? nil, let high = parts.last ?? nil, 100 <= low, low <= high,
-                    high <= 599
-                else {
-                    throw BatonError(.usage, "--health-status '\(v)': expected a status or a range such as 200-299")
-                }
-                h.expected = low...high
-            }
-            p.health = h
-        } else if let other = ["health-timeout", "health-interval", "health-status", "health-every", "health-failures"].first(where: o.has)
-        {
-            throw BatonError(.usage, "--\(other) needs --health PATH")
+        for name in ["handshake-window", "handover-delay"] {
+            if let v = o.last(name) { p.handshakeWindow = try OptionParsing.duration(v, option: "--\(name)") }
         }
-        if c.handover {
-            p.doorDelay =
-                try o.last("handover-delay").map { (v: String) throws(BatonError) in
-                    try OptionParsing.duration(v, option: "--handover-delay")
-                } ?? .milliseconds(100)
-        }
+        p.health = try healthCheck(o)
         c.policy = p
         c.command = o.rest
         return c
+    }
+
+    private static func healthCheck(_ o: ParsedOptions) throws(BatonError) -> HealthCheck? {
+        guard let path = o.last("health") else {
+            if let other = ["health-timeout", "health-interval", "health-status", "health-every", "health-failures"].first(where: o.has) {
+                throw BatonError(.usage, "--\(other) needs --health PATH")
+            }
+            return nil
+        }
+        guard path.hasPrefix("/"), !path.contains(" "), !path.contains("\r"), !path.contains("\n") else {
+            throw BatonError(.usage, "--health '\(path)': expected a path such as /health")
+        }
+        var h = HealthCheck(path: path)
+        if let v = o.last("health-timeout") { h.timeout = try OptionParsing.duration(v, option: "--health-timeout") }
+        if let v = o.last("health-interval") { h.interval = try OptionParsing.duration(v, option: "--health-interval") }
+        if let v = o.last("health-every") { h.every = try OptionParsing.duration(v, option: "--health-every") }
+        if let v = o.last("health-failures") {
+            h.failuresBeforeRestart = try OptionParsing.integer(v, option: "--health-failures", range: 1...1000)
+        }
+        if let v = o.last("health-status") {
+            let parts = v.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(parts.count), let low = parts.first ?? nil, let high = parts.last ?? nil, 100 <= low, low <= high,
+                high <= 599
+            else {
+                throw BatonError(.usage, "--health-status '\(v)': expected a status or a range such as 200-299")
+            }
+            h.expected = low...high
+        }
+        return h
     }
 }

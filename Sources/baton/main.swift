@@ -1,123 +1,65 @@
 import BatonCore
 import BatonSystem
-import CBatonShims
 import Glibc
 
-/// The version printed by `baton --version`.
-let batonVersion = "0.2.0"
-
-let usage = """
-    Usage: baton COMMAND [options] [-- command...]
-
-    Zero-downtime restarts for web apps: baton holds the listening sockets and
-    hands them to each new generation of the app, retiring the old one only
-    once the new one is ready.
-
-    Commands:
-      run       supervise an app in the foreground (HUP: restart, TERM/INT: stop)
-      start     start the supervisor as a daemon; return once the app is ready
-      restart   restart gracefully; exit 0 only when the new generation serves
-      deploy    restart if running, else start; with --release/--current, switch releases
-      stop      stop every generation and the supervisor
-      status    show the supervisor and its generations (LSB exit codes)
-      logs      print the end of the daemon's log
-      help      show help for a command
-      version   print the version
-
-    Run 'baton help COMMAND' for a command's options. Exit codes: docs/EXIT-CODES.md.
-    """
-
+/// Prints an error the way every command does, and exits with its code.
 func fail(_ error: BatonError) -> Never {
     Sys.writeAll(2, "baton: \(error.message)\n".utf8)
     exit(error.exitCode)
 }
 
-let runSpecs = RunOptions.specs + Locations.specs + [OptionSpec("help", "show this help")]
+let commands: [String: ([String]) throws(BatonError) -> Int32] = [
+    "run": runCommand, "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "stop": stopCommand,
+    "status": statusCommand, "logs": logsCommand, "list": listCommand,
+]
 
-let runHelp = """
-    Usage: baton run [options] -- command [args...]
-
-    Binds the listeners once, starts the app with them (LISTEN_FDS, SERVER_STARTER_PORT,
-    NOTIFY_SOCKET) and supervises it in the foreground. SIGHUP starts a new generation
-    and retires the old one once the new one is ready; SIGTERM or SIGINT stops.
-    With --pid-file (or --name) it also answers on a control socket.
-
-    Options:
-    \(ParsedOptions.helpText(runSpecs))
-    """
-
-func runCommand(_ args: [String]) -> Never {
-    // Started by 'baton start': report the first generation's outcome on this pipe.
-    let reportFD = Daemon.adoptReportPipe()
-    do throws(BatonError) {
-        let parsed = try ParsedOptions(args, specs: runSpecs, command: "baton run")
-        if parsed.has("help") {
-            print(runHelp)
-            exit(0)
-        }
-        var configuration = try RunOptions.configuration(parsed)
-        let loc = try Locations(parsed)
-        configuration.pidFile = loc.pidFile
-        configuration.controlPath = loc.control
-        if let log = parsed.last("log-file") {
-            let path = Sys.absolute(log)
-            let fd = baton_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard fd >= 0 else { throw BatonError(.failure, "cannot open log file \(path): \(Sys.describe(errno: errno))", errno: errno) }
-            dup2(fd, 1)
-            dup2(fd, 2)
-            close(fd)
-            configuration.logFile = path
-        }
-        configuration.startReportFD = reportFD
-        let supervisor = try Supervisor(configuration: configuration)
-        let code = try supervisor.run()
-        exit(code)
-    } catch {
-        if let fd = reportFD {
-            Sys.writeAll(fd, (errorResult(error).text + "\n").utf8)
-        }
-        fail(error)
+func helpCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.helpCommand, args, positional: .one)
+    guard let name = o.positional else {
+        Out.line(Table.overview)
+        return 0
     }
+    guard let command = Table.command(name) else {
+        let hint = ParsedOptions.suggestion(for: name, among: Table.commands.map(\.name)).map { " (did you mean '\($0)'?)" } ?? ""
+        throw BatonError(.usage, "no command '\(name)'\(hint); see 'baton help'")
+    }
+    Out.line(HelpText.render(program: "baton", command, width: terminalWidth()))
+    return 0
 }
 
-func runClient(_ body: ([String]) throws(BatonError) -> Int32, _ args: [String]) -> Never {
-    do {
-        exit(try body(args))
-    } catch {
-        fail(error)
-    }
+func versionCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.version, args, positional: .none)
+    try noCommand(o, "version")
+    Out.line("baton \(batonVersion)")
+    return 0
 }
 
-var arguments = Array(CommandLine.arguments.dropFirst())
-if arguments.first == "__exec" { execHelper(Array(arguments.dropFirst())) }
+let arguments = Array(CommandLine.arguments.dropFirst())
+switch arguments.first {
+case "__exec": execHelper(Array(arguments.dropFirst()))
+case "__supervise":
+    Log.setProgram("baton")
+    Daemon.supervise()
+default: break
+}
 Log.setProgram("baton")
 // A supervisor that hangs up on us is an answer, not a reason to die.
 signal(SIGPIPE, SIG_IGN)
 let rest = Array(arguments.dropFirst())
-switch arguments.first {
-case "run": runCommand(rest)
-case "start": runClient(startCommand, rest)
-case "restart": runClient(restartCommand, rest)
-case "deploy": runClient(deployCommand, rest)
-case "stop": runClient(stopCommand, rest)
-case "status": runClient(statusCommand, rest)
-case "logs": runClient(logsCommand, rest)
-case "help", "--help", "-h", nil:
-    let commands: [String: ([String]) throws(BatonError) -> Int32] = [
-        "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "stop": stopCommand,
-        "status": statusCommand, "logs": logsCommand,
-    ]
-    if let name = rest.first, name == "run" {
-        print(runHelp)
-    } else if let name = rest.first, let command = commands[name] {
-        runClient(command, ["--help"])
-    } else {
-        print(usage)
+do throws(BatonError) {
+    switch arguments.first {
+    case nil:
+        Out.error(Table.overview)
+        exit(2)
+    case "help", "--help", "-h": exit(try helpCommand(rest))
+    case "version", "--version": exit(try versionCommand(arguments.first == "--version" ? [] : rest))
+    case let name?:
+        guard let command = commands[name] else {
+            let hint = ParsedOptions.suggestion(for: name, among: Table.commands.map(\.name)).map { "did you mean '\($0)'? " } ?? ""
+            throw BatonError(.usage, "unknown command '\(name)'; \(hint)see 'baton help'")
+        }
+        exit(try command(rest))
     }
-    exit(arguments.isEmpty ? 2 : 0)
-case "version", "--version":
-    print("baton \(batonVersion)")
-    exit(0)
-case let other?:
-    fail(BatonError(.usage, "unknown command '\(other)'; see 'baton help'"))
+} catch {
+    fail(error)
 }

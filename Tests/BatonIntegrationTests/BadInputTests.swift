@@ -100,14 +100,14 @@ extension Reliability {
                     ]
                 }
                 cases += [
-                    (["start", "--listen", "127.0.0.1:0"] + app, "give --name NAME or --pid-file PATH"),
+                    (["start", "--listen", "127.0.0.1:0"] + app, "--name NAME or --pid-file PATH"),
                     (["start"] + where_ + ["--listen", "127.0.0.1:0", "--umask", "999"] + app, "--umask '999': not an octal file mode"),
                     (["start"] + where_ + ["--listen", "127.0.0.1:0", "--json=1"] + app, "--json takes no value"),
                     (["deploy"] + where_ + ["--release", s.path + "/nope", "--current", s.path + "/cur"] + app, "nothing was changed"),
                     (["deploy"] + where_ + ["--release", s.path], "--release needs --current LINK"),
                     (["deploy"] + where_ + ["--lock-timeout", "x"] + app, "--lock-timeout 'x'"),
                     (["deploy"] + where_ + ["--timeout", "x"] + app, "--timeout 'x'"),
-                    (["deploy", "--listen", "8080"] + app, "give --name NAME or --pid-file PATH"),
+                    (["deploy", "--listen", "8080"] + app, "--name NAME or --pid-file PATH"),
                     (["restart"] + where_ + ["--timeout", "x"], "--timeout 'x'"),
                     (["restart"] + where_ + ["--no-wait-drain=1"], "--no-wait-drain takes no value"),
                     (["restart"], "say which supervisor"),
@@ -158,7 +158,7 @@ extension Reliability {
                     ),
                     (["--stop", "--pid-file=" + s.path + "/x.pid", "--restart-timeout=x"], "--restart-timeout 'x'"),
                     ([p, "--frobnicate"] + app, "Unknown option: frobnicate"),
-                    ([p, "--re"] + app, "Option re is ambiguous"),
+                    ([p, "--st"] + app, "Option st is ambiguous"),
                     ([p, "--daemonize=1"] + app, "Option daemonize does not take an argument"),
                     ([p, "--interval"], "Option interval requires an argument"),
                 ]

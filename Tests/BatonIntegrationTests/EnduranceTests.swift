@@ -11,7 +11,10 @@ extension Reliability {
         @Test func consecutiveRestartsUnderLoad() throws {
             try faultCase("endurance.restarts") { c in
                 let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify"])
+                // A 20 ms handshake window instead of 200 ms: the clients are on
+                // loopback (their handshakes take microseconds), and 1,000
+                // restarts then take about 40 s instead of 4 minutes.
+                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--handshake-window", "20ms"])
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
                 let supervisor = b.child.pid
@@ -51,7 +54,7 @@ extension Reliability {
                 let endRSS = rssKiB(supervisor) ?? 0
                 let endFDs = settledDescriptors(supervisor)
                 c.expect(
-                    endFDs == first.fds,
+                    descriptorKinds(endFDs) == descriptorKinds(first.fds),
                     "descriptors after 10: \(first.fds.sorted { $0.key < $1.key }), at the end: \(endFDs.sorted { $0.key < $1.key })")
                 // Allocator noise is allowed, growth with the count is not.
                 c.expect(endRSS <= first.rss + 512, "RSS grew from \(first.rss) KiB after 10 restarts to \(endRSS) KiB")

@@ -456,6 +456,15 @@ func openDescriptors(_ pid: pid_t) -> [Int: String] {
     return out
 }
 
+/// What a process holds, by kind: how many sockets, and each file by its
+/// path. A steered listener is a new socket for every generation, at a new
+/// number: the count of sockets is what must not grow.
+func descriptorKinds(_ fds: [Int: String]) -> [String: Int] {
+    var kinds: [String: Int] = [:]
+    for target in fds.values { kinds[target.hasPrefix("socket:") ? "socket" : target, default: 0] += 1 }
+    return kinds
+}
+
 /// A field of /proc/PID/status, such as VmRSS or Uid.
 func procStatus(_ pid: pid_t, _ field: String) -> String? {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
@@ -514,9 +523,11 @@ final class Watch: @unchecked Sendable {
     func newDescriptors() -> [String] {
         var extra: [String] = []
         eventually(3) {
-            let now = openDescriptors(supervisor)
-            extra = now.filter { baselineFDs[$0.key] != $0.value }.map { "\($0.key) -> \($0.value)" }.sorted()
-            return extra.isEmpty && now.count == baselineFDs.count
+            let now = descriptorKinds(openDescriptors(supervisor))
+            let before = descriptorKinds(baselineFDs)
+            extra = now.filter { before[$0.key, default: 0] < $0.value }.map { "\($0.value - before[$0.key, default: 0]) more \($0.key)" }
+                .sorted()
+            return extra.isEmpty && now.values.reduce(0, +) == baselineFDs.count
         }
         return extra
     }

@@ -285,18 +285,18 @@ extension Reliability {
             try faultCase("app.bind-own") { c in
                 try failedRestart(c, args: "--notify --bind-own plain", reason: "exited with exit code 1 before it was ready")
                 let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0"])
+                let b = servingBaton(s, options: ["--settle", "0", "--listen-mode", "shared"])
                 c.expect(b.waitServing(1), "generation 1 did not serve")
                 s.release("reuse", args: "--notify --bind-own reuseport")
                 s.point(to: "reuse")
                 b.hup()
                 c.expect(eventually(10) { b.count("generation 2 failed:") == 1 }, "SO_REUSEPORT bind was not refused: \(b.log)")
                 c.expect(b.log.contains("cannot bind a socket of my own on the inherited address: Address already in use"), "\(b.log)")
-                c.note("with SO_REUSEPORT too: EADDRINUSE (the shared listener has no SO_REUSEPORT)")
+                c.note("with --listen-mode shared, SO_REUSEPORT too: EADDRINUSE (the shared listener has no SO_REUSEPORT)")
                 b.child.signal(SIGTERM)
                 c.expect(b.child.wait() == 0, "baton did not stop")
                 c.limit =
-                    "in --handover mode the supervisor's listeners carry SO_REUSEPORT, so an app running as the same user can bind the port beside them and take a share of the connections; an app run with --user as another uid cannot"
+                    "steered listeners (the default) carry SO_REUSEPORT, so an app running as the same user can bind the port beside them and join their group; an app run with --user as another uid cannot"
             }
         }
 

@@ -41,21 +41,18 @@ import Testing
     }
 
     @Test(.enabled(if: available, "needs root, unshare and ip"))
-    func handoverLosesNothingWhereTheSharedSocketLosesInFlightRequests() {
-        let shared = scenario(Scratch(), mode: [])
-        let handover = scenario(Scratch(), mode: ["--handover"])
+    func steeringLosesNothingWhereTheSharedSocketLosesInFlightRequests() {
+        let shared = scenario(Scratch(), mode: ["--listen-mode", "shared"])
+        let steered = scenario(Scratch(), mode: [], migrate: false)
+        let migrated = scenario(Scratch(), mode: ["--handover"], migrate: true)
         print(
-            "restarts under load, app exits at once on its signal: shared socket ok=\(shared.ok) failed=\(shared.failed); hand-over ok=\(handover.ok) failed=\(handover.failed)"
+            "restarts under load, app exits at once on its signal: shared socket ok=\(shared.ok) failed=\(shared.failed); steered ok=\(steered.ok) failed=\(steered.failed); steered with tcp_migrate_req=1 ok=\(migrated.ok) failed=\(migrated.failed)"
         )
-        #expect(handover.ok > 1000, "\(handover.out)\n\(handover.log)")
-        #expect(handover.failed == 0, "\(handover.log)")
-        #expect(handover.log.contains("gen 7 pid"), "six restarts: \(handover.log)")
+        for r in [steered, migrated] {
+            #expect(r.ok > 1000, "\(r.out)\n\(r.log)")
+            #expect(r.failed == 0, "\(r.log)")
+            #expect(r.log.contains("gen 7 pid"), "six restarts: \(r.log)")
+        }
         #expect(shared.ok > 1000, "\(shared.out)")
-    }
-
-    @Test(.enabled(if: available, "needs root, unshare and ip"))
-    func handoverRefusesToStartWithoutQueueMigration() {
-        let r = scenario(Scratch(), mode: ["--handover"], migrate: false)
-        #expect(r.log.contains("--handover needs net.ipv4.tcp_migrate_req=1"), "\(r.log)")
     }
 }

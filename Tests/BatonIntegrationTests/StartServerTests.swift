@@ -189,7 +189,8 @@ extension Binaries {
         let s = Scratch()
         let p = freePort()
         let ss = startServer(
-            s, ["--port=127.0.0.1:\(p)", "--interval=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1", "--backlog=77"])
+            s,
+            ["--port=127.0.0.1:\(p)", "--interval=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1", "--backlog=77"])
         #expect(eventually(10) { ss.log.contains(" serving") })
         // The listen backlog as the kernel reports it (ss's Send-Q of a listener).
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/ss") {
@@ -201,7 +202,7 @@ extension Binaries {
         ss.signal(SIGHUP)
         #expect(eventually(10) { ss.log.contains("sent SIGUSR1 (retire)") })
         #expect(Date().timeIntervalSince(hup) >= 1.0, "--kill-old-delay=1 waits before the signal")
-        #expect(eventually(10) { ss.log.contains("exited with killed by SIGUSR1") })
+        #expect(eventually(10) { ss.log.contains("was killed by SIGUSR1") })
         ss.signal(SIGTERM)
         #expect(eventually(10) { ss.log.contains("sent SIGINT (stop)") })
         #expect(ss.wait() == 0)

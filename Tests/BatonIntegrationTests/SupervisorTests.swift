@@ -104,7 +104,7 @@ import Testing
         let first = try #require(pidIn(body(httpGet(port: port))))
         kill(first, SIGKILL)
         #expect(b.waitServing(2))
-        #expect(b.count("exited unexpectedly with killed by SIGKILL") == 1)
+        #expect(b.count("was killed unexpectedly by SIGKILL") == 1)
         let second = pidIn(body(httpGet(port: port)))
         #expect(second != nil && second != first)
         b.child.signal(SIGTERM)

@@ -92,4 +92,21 @@ int baton_somaxconn(void);
 /// The environment of this process.
 char **baton_environ(void);
 
+/// A close-on-exec anonymous file in memory (memfd_create), or -1.
+int baton_memfd(const char *name);
+
+/// Attaches to the SO_REUSEPORT group of `fd` a one-instruction classic BPF
+/// program that returns `index`: every new connection goes to the socket in
+/// that slot (an index out of range makes the kernel hash over the group).
+/// Needs no privilege. Returns 0 or -1 (errno set).
+int baton_steer_reuseport(int fd, unsigned int index);
+
+/// The accept-queue length of a listening TCP socket (TCP_INFO's
+/// tcpi_unacked), or -1 (errno set).
+int baton_tcp_accept_queue(int fd);
+
+/// 1 when a listening socket has a connection waiting to be accepted, 0
+/// when its queue is empty, -1 on error.
+int baton_listener_has_pending(int fd);
+
 #endif

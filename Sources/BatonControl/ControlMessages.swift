@@ -1,0 +1,268 @@
+import BatonCore
+
+/// The control protocol between a supervisor and its clients: one JSON
+/// object per line, each with `"v"` (the version) and a `"cmd"` (requests)
+/// or a `"type"` (answers). A request gets `progress` lines while it is
+/// carried out, then one `result` (or, for `status`, one `status`).
+public enum ControlProtocol {
+    /// The version every message carries.
+    public static let version = 1
+    /// The longest request line a supervisor reads.
+    public static let maxRequestBytes = 65536
+}
+
+/// What a client asks of a supervisor.
+public enum ControlRequest: Sendable, Equatable {
+    /// The supervisor and its generations.
+    case status
+    /// A graceful restart; the answer waits for the old generations to exit
+    /// unless `waitForDrain` is false.
+    case restart(waitForDrain: Bool)
+    /// Stop every generation and the supervisor.
+    case stop
+    /// Replace the supervisor's program (and options) in place: `binary` to
+    /// exec, `arguments` its `run` options (nil: the same as now).
+    case upgrade(binary: String?, arguments: [String]?)
+
+    /// Why a line is not a request.
+    public enum Problem: Error, Sendable, Equatable {
+        /// Not one JSON object with a string `cmd`.
+        case notARequest
+        /// Another protocol version.
+        case unsupportedVersion(String)
+        /// A `cmd` this version does not know.
+        case unknownCommand(String)
+    }
+
+    /// The request as one JSON object.
+    public var json: JSON {
+        var o: [String: JSON] = ["v": .int(ControlProtocol.version)]
+        switch self {
+        case .status: o["cmd"] = .string("status")
+        case .restart(let wait):
+            o["cmd"] = .string("restart")
+            o["wait_drain"] = .bool(wait)
+        case .stop: o["cmd"] = .string("stop")
+        case .upgrade(let binary, let arguments):
+            o["cmd"] = .string("upgrade")
+            if let binary { o["binary"] = .string(binary) }
+            if let arguments { o["arguments"] = .array(arguments.map(JSON.string)) }
+        }
+        return .object(o)
+    }
+
+    /// Reads a request line.
+    public static func decode(_ line: String) -> Result<ControlRequest, Problem> {
+        guard let j = JSON(parsing: line), let command = j["cmd"]?.string else { return .failure(.notARequest) }
+        guard j["v"]?.int == ControlProtocol.version else { return .failure(.unsupportedVersion(j["v"]?.text ?? "none")) }
+        switch command {
+        case "status": return .success(.status)
+        case "restart": return .success(.restart(waitForDrain: j["wait_drain"]?.bool ?? true))
+        case "stop": return .success(.stop)
+        case "upgrade":
+            let arguments = j["arguments"]?.array.map { $0.compactMap(\.string) }
+            return .success(.upgrade(binary: j["binary"]?.string, arguments: arguments))
+        default: return .failure(.unknownCommand(command))
+        }
+    }
+}
+
+/// One step of a request under way, for the client to show.
+public struct ControlProgress: Sendable, Equatable {
+    /// What happened (a `Report.Kind` name: spawned, ready, serving, steered, ...).
+    public var kind: String
+    /// The generation concerned.
+    public var generation: Int?
+    /// Its main pid.
+    public var pid: Int32?
+    /// A sentence for people.
+    public var message: String
+    /// How long the step took, in milliseconds.
+    public var elapsedMilliseconds: Int64?
+
+    /// A progress line.
+    public init(kind: String, generation: Int?, pid: Int32?, message: String, elapsedMilliseconds: Int64? = nil) {
+        self.kind = kind
+        self.generation = generation
+        self.pid = pid
+        self.message = message
+        self.elapsedMilliseconds = elapsedMilliseconds
+    }
+}
+
+/// The final answer to a request.
+public struct ControlResult: Sendable, Equatable {
+    /// nil on success; else what failed, which names the exit code.
+    public var code: BatonError.Code?
+    /// A sentence or two for people.
+    public var message: String
+    /// The generation the outcome is about.
+    public var generation: Int?
+    /// Its main pid.
+    public var pid: Int32?
+    /// How long it took to be ready, in milliseconds.
+    public var readyMilliseconds: Int64?
+    /// The generations it retired.
+    public var retired: [Int]?
+    /// How long the whole request took, in milliseconds (added by the client).
+    public var durationMilliseconds: Int64?
+    /// The supervisor's pid (`start`).
+    public var supervisorPid: Int32?
+    /// The supervisor's log file (`start`).
+    public var logFile: String?
+    /// The failed generation's last lines of output.
+    public var output: [String]?
+    /// The steps of a deploy or an upgrade, in order.
+    public var steps: [String]?
+
+    /// A result; `code` nil means success.
+    public init(_ code: BatonError.Code?, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// A failure from an error.
+    public init(_ error: BatonError) {
+        self.init(error.code, error.message)
+    }
+
+    /// True on success.
+    public var ok: Bool { code == nil }
+    /// The exit code a command answering with this result returns.
+    public var exitCode: Int32 { code?.exitCode ?? 0 }
+}
+
+/// A supervisor's answer to `status`.
+public struct ControlStatus: Sendable, Equatable {
+    /// One listening address.
+    public struct Listener: Sendable, Equatable {
+        /// As given or bound (`127.0.0.1:8080`, `/run/app.sock`, `udp:127.0.0.1:8125`).
+        public var address: String
+        /// The descriptor the app finds it at.
+        public var fd: Int32
+        /// Its name in `LISTEN_FDNAMES`.
+        public var name: String
+        /// How generations get it: `steered`, `renamed`, `shared`, `adopted`.
+        public var mode: String
+
+        /// A listener.
+        public init(address: String, fd: Int32, name: String, mode: String) {
+            self.address = address
+            self.fd = fd
+            self.name = name
+            self.mode = mode
+        }
+    }
+
+    /// One health probe's outcome.
+    public struct Probe: Sendable, Equatable {
+        public var passed: Bool
+        public var status: Int?
+        public var detail: String
+        public var latencyMilliseconds: Double
+
+        /// A probe.
+        public init(passed: Bool, status: Int?, detail: String, latencyMilliseconds: Double) {
+            self.passed = passed
+            self.status = status
+            self.detail = detail
+            self.latencyMilliseconds = latencyMilliseconds
+        }
+    }
+
+    /// One live generation.
+    public struct Generation: Sendable, Equatable {
+        public var number: Int
+        public var pid: Int32
+        /// starting, probing, settling, serving, draining, failing, killed.
+        public var state: String
+        public var ageMilliseconds: Int64
+        public var releaseDir: String
+        public var status: String?
+        public var readyMilliseconds: Int64?
+        public var lastProbe: Probe?
+        /// Its own sockets (`127.0.0.1:8080#2`), where it has any.
+        public var sockets: [String]
+
+        /// A generation.
+        public init(number: Int, pid: Int32, state: String, ageMilliseconds: Int64, releaseDir: String) {
+            self.number = number
+            self.pid = pid
+            self.state = state
+            self.ageMilliseconds = ageMilliseconds
+            self.releaseDir = releaseDir
+            self.sockets = []
+        }
+    }
+
+    /// The last finished restart (or start).
+    public struct Attempt: Sendable, Equatable {
+        /// initial, restart, respawn.
+        public var reason: String
+        public var ok: Bool
+        public var generation: Int?
+        public var readyMilliseconds: Int64?
+        public var message: String?
+        public var durationMilliseconds: Int64
+        public var agoMilliseconds: Int64
+
+        /// An attempt.
+        public init(reason: String, ok: Bool, durationMilliseconds: Int64, agoMilliseconds: Int64) {
+            self.reason = reason
+            self.ok = ok
+            self.durationMilliseconds = durationMilliseconds
+            self.agoMilliseconds = agoMilliseconds
+        }
+    }
+
+    public var pid: Int32
+    public var uptimeMilliseconds: Int64
+    /// Seconds since the epoch.
+    public var startedAt: Int
+    /// running, stopping.
+    public var state: String
+    public var version: String
+    /// The running program.
+    public var binary: String?
+    /// Seconds since the epoch of the last re-exec, if any.
+    public var reexecutedAt: Int?
+    /// How many times it re-executed itself.
+    public var reexecutions: Int
+    /// Problems the operator should know of (a state that could not be restored, ...).
+    public var warnings: [String]
+    public var listeners: [Listener]
+    public var generations: [Generation]
+    public var command: [String]
+    public var serving: Int?
+    public var pidFile: String?
+    public var control: String?
+    public var logFile: String?
+    public var lastAttempt: Attempt?
+
+    /// A status with no generation.
+    public init(pid: Int32, uptimeMilliseconds: Int64, startedAt: Int, state: String, version: String) {
+        self.pid = pid
+        self.uptimeMilliseconds = uptimeMilliseconds
+        self.startedAt = startedAt
+        self.state = state
+        self.version = version
+        self.reexecutions = 0
+        self.warnings = []
+        self.listeners = []
+        self.generations = []
+        self.command = []
+    }
+}
+
+/// Any line a supervisor sends.
+public enum ControlMessage: Sendable, Equatable {
+    case progress(ControlProgress)
+    case result(ControlResult)
+    case status(ControlStatus)
+
+    /// True for the last line of an answer (a result or a status).
+    public var isFinal: Bool {
+        if case .progress = self { return false }
+        return true
+    }
+}

@@ -1,0 +1,183 @@
+/// One thing that happened, for the log (one line each) and for the
+/// progress stream of whoever waits for a request.
+public struct Report: Sendable, Equatable, CustomStringConvertible {
+    /// What happened.
+    public enum Kind: String, Sendable, Equatable {
+        case spawned, ready, serving, signalled, drained, exited, crashed, failed
+        case killed, respawnScheduled, queued, notified, ignored, stopping, stopped, rejected
+        case steered, queueDrained
+    }
+    /// What happened.
+    public var kind: Kind
+    /// The generation concerned, if any.
+    public var generation: Int?
+    /// Its main pid, if any.
+    public var pid: Int32?
+    /// A short sentence for people.
+    public var message: String
+    /// How long the step took, where that means something.
+    public var elapsed: Duration?
+
+    /// A report.
+    public init(kind: Kind, generation: Int? = nil, pid: Int32? = nil, message: String, elapsed: Duration? = nil) {
+        self.kind = kind
+        self.generation = generation
+        self.pid = pid
+        self.message = message
+        self.elapsed = elapsed
+    }
+
+    public var description: String {
+        var prefix = ""
+        if let generation { prefix += "gen \(generation) " }
+        if let pid { prefix += "pid \(pid) " }
+        return prefix + message
+    }
+}
+
+/// The human text of every report the machine makes, in one place.
+enum Reports {
+    static func about(_ g: Generation, _ kind: Report.Kind, _ message: String, elapsed: Duration? = nil) -> Report {
+        Report(kind: kind, generation: g.number, pid: g.pid, message: message, elapsed: elapsed)
+    }
+
+    static func spawned(_ g: Generation) -> Report { about(g, .spawned, "spawned in \(g.releaseDir)") }
+
+    static func spawnFailed(_ number: Int, _ reason: String) -> Report {
+        Report(kind: .failed, generation: number, message: "could not be spawned: \(reason)")
+    }
+
+    static func ignoredNotification(from pid: Int32) -> Report {
+        Report(kind: .ignored, message: "ignored a notify message from pid \(pid): not the main process of a generation")
+    }
+
+    static func malformedNotification(_ g: Generation) -> Report { about(g, .ignored, "ignored a malformed notify message") }
+
+    static func notified(_ g: Generation, _ what: String) -> Report { about(g, .notified, what) }
+
+    static func probing(_ g: Generation, via: String, path: String, now: Instant) -> Report {
+        about(g, .notified, "says it is ready (\(via)) after \((now - g.spawnedAt).humanDescription); probing GET \(path)")
+    }
+
+    static func ready(_ g: Generation, via: String, now: Instant) -> Report {
+        about(g, .ready, "ready after \((now - g.spawnedAt).humanDescription) (\(via))", elapsed: now - g.spawnedAt)
+    }
+
+    static func serving(_ g: Generation, retiring: [Int]) -> Report {
+        about(
+            g, .serving,
+            retiring.isEmpty ? "serving" : "serving; retiring generation \(retiring.map(String.init).joined(separator: ", "))")
+    }
+
+    static func steered(_ g: Generation) -> Report {
+        about(g, .steered, "new connections go to it now")
+    }
+
+    static func queueDrained(_ g: Generation, after: Duration, queuedAtSteer: Int) -> Report {
+        about(
+            g, .queueDrained,
+            "accept queue emptied after \(after.humanDescription) (\(queuedAtSteer) queued when new connections went to the new generation)",
+            elapsed: after)
+    }
+
+    static func lateHandshakes(_ g: Generation, _ count: Int, after: Duration) -> Report {
+        about(
+            g, .queueDrained,
+            "\(count) connection(s) begun before the switch arrived in the handshake window; emptied after \(after.humanDescription)",
+            elapsed: after)
+    }
+
+    static func queueNotEmpty(_ g: Generation, after: Duration) -> Report {
+        about(g, .queueDrained, "accept queue still not empty after \(after.humanDescription): going on with its signal")
+    }
+
+    static func signalled(_ g: Generation, _ sig: Int32, _ reason: Teardown.Reason, deadline: Duration?) -> Report {
+        let why = reason == .retire ? "retire" : "stop"
+        let drain = deadline.map { "drain deadline \($0.humanDescription)" } ?? "no drain deadline"
+        return about(g, .signalled, "sent \(OptionParsing.signalName(sig)) (\(why)); \(drain)")
+    }
+
+    static func killed(_ g: Generation, after waited: Duration) -> Report {
+        about(g, .killed, "still running \(waited.humanDescription) after its signal: sent SIGKILL to its process group")
+    }
+
+    static func failed(_ g: Generation, _ reason: String, elapsed: Duration? = nil) -> Report {
+        about(g, .failed, reason, elapsed: elapsed)
+    }
+
+    static func notReady(after timeout: Duration) -> String { "not ready after \(timeout.humanDescription): stopped" }
+
+    static func notHealthy(after timeout: Duration, _ last: String) -> String {
+        "not healthy after \(timeout.humanDescription) (\(last)): stopped"
+    }
+
+    static func crashed(_ g: Generation, _ status: ExitStatus, servedFor: Duration) -> Report {
+        let what: String
+        switch status {
+        case .exited: what = "exited unexpectedly with \(status)"
+        case .signaled: what = "was killed unexpectedly by \(status)"
+        }
+        return about(g, .crashed, "\(what) after serving \(servedFor.humanDescription)")
+    }
+
+    static func drained(_ g: Generation, _ status: ExitStatus, after: Duration) -> Report {
+        about(g, .drained, "\(status.clause), drained after \(after.humanDescription)", elapsed: after)
+    }
+
+    static func exited(_ g: Generation, _ status: ExitStatus) -> Report { about(g, .exited, status.clause) }
+
+    static func probePassed(_ g: Generation, _ result: ProbeResult) -> Report {
+        about(g, .notified, "health probe passed: \(result)", elapsed: result.latency)
+    }
+
+    static func probeFailed(_ g: Generation, _ result: ProbeResult, retryingEvery interval: Duration) -> Report {
+        about(g, .notified, "health probe failed: \(result); trying again every \(interval.humanDescription)")
+    }
+
+    static func probeFailed(_ g: Generation, _ result: ProbeResult, count: Int, of limit: Int) -> Report {
+        about(g, .notified, "health probe failed (\(count) of \(limit)): \(result)")
+    }
+
+    static func unhealthy(_ g: Generation, failures: Int) -> Report {
+        about(g, .crashed, "unhealthy: \(failures) failed probes in a row; starting a new generation")
+    }
+
+    static func restartIgnoredWhileStopping() -> Report {
+        Report(kind: .rejected, message: "restart ignored: the supervisor is stopping")
+    }
+
+    static func restartQueued(behind generation: Int) -> Report {
+        Report(
+            kind: .queued, generation: generation,
+            message: "restart asked for while generation \(generation) is starting: one more restart will follow it")
+    }
+
+    static func retrying(_ number: Int, in delay: Duration, try n: Int, of total: Int) -> Report {
+        Report(kind: .respawnScheduled, generation: number, message: "trying again in \(delay.humanDescription) (try \(n) of \(total))")
+    }
+
+    static func respawnScheduled(in delay: Duration) -> Report {
+        Report(kind: .respawnScheduled, message: "nothing serves: starting a new generation in \(delay.humanDescription)")
+    }
+
+    static func autoRestart(every interval: Duration) -> Report {
+        Report(kind: .queued, message: "auto-restart (every \(interval.humanDescription))")
+    }
+
+    static func stopping(_ count: Int) -> Report { Report(kind: .stopping, message: "stopping: \(count) generation(s) to stop") }
+
+    static func stopped(_ code: Int32) -> Report { Report(kind: .stopped, message: "stopped (exit code \(code))") }
+
+    /// The log line that ends an attempt (not forwarded as progress: it has no generation).
+    static func outcome(_ outcome: AttemptOutcome, stillServing: Generation?) -> Report {
+        switch outcome {
+        case .succeeded(let generation, _, let readyAfter, _):
+            return Report(kind: .serving, message: "generation \(generation) is serving (ready after \(readyAfter.humanDescription))")
+        case .failed(let generation, let reason):
+            let still = stillServing.map { "; generation \($0.number) (pid \($0.pid)) still serves" } ?? ""
+            return Report(kind: .failed, message: "generation \(generation.map(String.init) ?? "?") failed: \(reason)\(still)")
+        case .rejected(let reason):
+            return Report(kind: .rejected, message: "request rejected: \(reason)")
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import BatonControl
+import BatonCore
+import CBatonShims
+import Glibc
+
+extension Operations {
+    /// A deploy: with `release` and `current`, the `current` symlink is
+    /// re-pointed at the release first; then the supervisor restarts if it
+    /// runs, or starts. If the new code did not come up, the symlink points
+    /// back where it pointed (or is removed when there was none). Two deploys
+    /// of one supervisor run one after the other (`lockTimeout`).
+    public static func deploy(
+        _ configuration: RunConfiguration, at locations: Locations, release: String?, current: String?, lockTimeout: Duration,
+        timeout: Duration, umask: UInt32 = 0o022, step: (Step) -> Void = { _ in }
+    ) -> ControlResult {
+        guard let pidFile = locations.pidFile, let control = locations.control else {
+            return ControlResult(.usage, "baton deploy: give a NAME, --name NAME or --pid-file PATH")
+        }
+        // Everything is checked before anything is touched.
+        var link: String?
+        var target: String?
+        if let r = release {
+            guard let resolved = Sys.realpath(r) else {
+                return ControlResult(.usage, "--release \(r): \(Sys.describe(errno: errno)); nothing was changed")
+            }
+            var st = stat()
+            guard stat(resolved, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+                return ControlResult(.usage, "--release \(r) is not a directory; nothing was changed")
+            }
+            guard let l = current ?? configuration.dir else {
+                return ControlResult(.usage, "--release needs --current LINK (the symlink to re-point)")
+            }
+            link = Sys.absolute(l)
+            target = resolved
+        }
+        var c = configuration
+        if let link, c.dir == nil { c.dir = link }
+
+        let lock: DeployLock
+        do { lock = try DeployLock(path: pidFile + ".deploy-lock", timeout: lockTimeout, waiting: { step(.note($0)) }) } catch {
+            return ControlResult(error)
+        }
+        defer { lock.release() }
+
+        let previous = link.flatMap(Sys.readLink)
+        if let link, let target {
+            do { try Sys.pointSymlink(link, at: target) } catch { return ControlResult(error) }
+            step(.note("\(link) -> \(target)\(previous.map { " (was \($0))" } ?? "")"))
+        }
+        var result: ControlResult
+        if case .success(let channel) = ControlChannel.connect(control) {
+            channel.close()
+            step(.note("restarting"))
+            result = restart(control: control, timeout: timeout, waitDrain: true, step: step)
+        } else if let problem = unreachable(locations, control: control) {
+            result = problem
+        } else {
+            step(.note("not running; starting it"))
+            result = start(c, at: locations, umask: umask, step: step)
+        }
+        if !result.ok, let link, target != nil {
+            if let previous {
+                try? Sys.pointSymlink(link, at: previous)
+                result.steps = (result.steps ?? []) + ["the new release failed: \(link) points back to \(previous)"]
+            } else {
+                unlink(link)
+                result.steps = (result.steps ?? []) + ["the new release failed: \(link) removed (there was none before)"]
+            }
+        }
+        return result
+    }
+}
+
+/// An exclusive lock per supervisor, so two deploys run one after the other.
+final class DeployLock {
+    private var fd: Int32
+
+    init(path: String, timeout: Duration, waiting: (String) -> Void) throws(BatonError) {
+        fd = baton_open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            throw BatonError(.failure, "cannot open deploy lock \(path): \(Sys.describe(errno: errno))", errno: errno)
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
+        waiting("another deploy is running; waiting up to \(timeout.humanDescription) for it")
+        if baton_flock_timeout(fd, Int64(timeout.milliseconds)) != 0 {
+            close(fd)
+            fd = -1
+            throw BatonError(
+                .busy, "another deploy still holds \(path) after \(timeout.humanDescription); try again later or raise --lock-timeout")
+        }
+    }
+
+    func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+}
+
+extension Sys {
+    /// The target of a symlink.
+    public static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return string(fromC: Array(buf[0..<n]) + [0])
+    }
+
+    /// Re-points `link` at `target` atomically: a new symlink renamed over it.
+    public static func pointSymlink(_ link: String, at target: String) throws(BatonError) {
+        let temp = "\(link).tmp.\(getpid())"
+        unlink(temp)
+        guard symlink(target, temp) == 0 else {
+            throw BatonError(.failure, "cannot create symlink \(temp): \(describe(errno: errno))", errno: errno)
+        }
+        guard rename(temp, link) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw BatonError(.failure, "cannot re-point \(link): \(describe(errno: e))", errno: e)
+        }
+    }
+}

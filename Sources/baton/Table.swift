@@ -1,0 +1,149 @@
+import BatonCore
+
+/// Every command of `baton` and its options: the help, the completions and
+/// the man page are generated from this table.
+enum Table {
+    static let whereGroup = "Which supervisor"
+    static let outputGroup = "Output"
+
+    static let locations: [OptionSpec] = [
+        OptionSpec(
+            "name", value: "NAME",
+            "the supervisor's name: its pid file, control socket and log are NAME.pid, NAME.control and NAME.log under the run directory",
+            group: whereGroup),
+        OptionSpec(
+            "pid-file", value: "PATH",
+            "the supervisor's pid file (its control socket and log go next to it: app.pid, app.control, app.log)", group: whereGroup,
+            completes: .file),
+        OptionSpec("control", value: "PATH", "the control socket (default: next to the pid file)", group: whereGroup, completes: .file),
+        OptionSpec("log-file", value: "PATH", "the log (default: next to the pid file)", group: whereGroup, completes: .file),
+    ]
+    static let json = OptionSpec("json", "print JSON, one object per line, instead of text", group: outputGroup)
+    static let help = OptionSpec("help", short: "h", "show this help", group: outputGroup)
+
+    static let run = CommandSpec(
+        "run", abstract: "Supervise an app in the foreground: SIGHUP restarts it, SIGTERM or SIGINT stops it.",
+        usage: ["run [NAME] [options] -- command [args...]"],
+        discussion: """
+            Binds the listeners once, starts the app with them (LISTEN_FDS, SERVER_STARTER_PORT, NOTIFY_SOCKET) and supervises it. \
+            A restart starts a new generation and retires the old one once the new one is ready; new connections go to the new \
+            generation's own socket, and the old one is signalled once its queue is empty. With a NAME, --name or --pid-file it \
+            also answers on a control socket.
+            """,
+        options: RunOptions.specs + locations + [help],
+        exitCodes: [
+            (0, "stopped"), (2, "bad option"), (8, "an address could not be bound"), (9, "the command is missing"),
+            (10, "the first generation never became ready"),
+        ],
+        positional: "NAME")
+
+    static let start = CommandSpec(
+        "start", abstract: "Start the supervisor as a daemon; return once the app is ready.",
+        usage: [
+            "start NAME [run options] -- command [args...]", "start (--name NAME | --pid-file PATH) [run options] -- command [args...]",
+        ],
+        discussion: """
+            Starts the supervisor in a session of its own (stdin from /dev/null, output to its log, working directory /) and \
+            returns once the first generation serves: 0, or non-zero with the reason and the end of the log, leaving no daemon, \
+            pid file or socket behind.
+            """,
+        options: RunOptions.specs + locations + [OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)"), json, help],
+        exitCodes: [
+            (0, "started"), (2, "bad option"), (5, "already running"), (8, "bind failed"), (9, "command not found"),
+            (10, "the first generation failed"),
+        ],
+        positional: "NAME")
+
+    static let deploy = CommandSpec(
+        "deploy", abstract: "Restart if running, else start; with --release and --current, switch releases first.",
+        usage: ["deploy NAME [--release DIR --current LINK] [run options] -- command [args...]"],
+        discussion: """
+            Re-points the --current symlink at --release atomically, then restarts the supervisor if it runs or starts it if not, \
+            and fails if neither brought the new code up: then the symlink points back where it pointed. A second deploy of the \
+            same supervisor waits for the first (--lock-timeout).
+            """,
+        options: RunOptions.specs + locations + [
+            OptionSpec("release", value: "DIR", "the release to deploy: --current is re-pointed at it first", completes: .directory),
+            OptionSpec("current", value: "LINK", "the symlink that names the live release (default --dir)", completes: .file),
+            OptionSpec("lock-timeout", value: "D", "wait this long for another deploy to finish (default 5m)"),
+            OptionSpec("timeout", value: "D", "give up waiting for the restart after D (default 5m)"),
+            OptionSpec("umask", value: "MASK", "the daemon's umask when it starts one (default 022)"), json, help,
+        ],
+        exitCodes: [
+            (0, "the new code serves"), (2, "bad option; nothing was changed"),
+            (6, "the new generation failed; the old one still serves and the symlink points back"), (7, "no outcome in time"),
+            (10, "it was not running and did not start"), (11, "another deploy holds the lock"),
+        ],
+        positional: "NAME")
+
+    static let restart = CommandSpec(
+        "restart", abstract: "Restart gracefully; exit 0 only once the new generation serves.",
+        usage: ["restart [NAME | --name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]"],
+        discussion:
+            "Starts a new generation and retires the old one once the new one is ready. By default it returns once the old one has exited too.",
+        options: locations + [
+            OptionSpec("timeout", value: "D", "give up waiting after D (default 5m); the restart itself goes on"),
+            OptionSpec("no-wait-drain", "return once the new generation serves, without waiting for the old one to exit"), json, help,
+        ],
+        exitCodes: [
+            (0, "the new generation serves"), (3, "not running"), (4, "a pid file is held but nothing answers"),
+            (6, "the new generation failed; the old one still serves"), (7, "no outcome within --timeout"),
+            (11, "the supervisor is stopping"),
+        ],
+        positional: "NAME")
+
+    static let stop = CommandSpec(
+        "stop", abstract: "Stop every generation and the supervisor.",
+        usage: ["stop [NAME | --name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]"],
+        discussion:
+            "Stops every generation gracefully, then the supervisor. Exits 0 once every process is gone and the pid file, status file, control socket and unix sockets are removed, or when nothing ran.",
+        options: locations + [OptionSpec("timeout", value: "D", "give up waiting after D (default 2m)"), json, help],
+        exitCodes: [(0, "stopped, or nothing ran"), (4, "a pid file is held but nothing answers"), (7, "still stopping after --timeout")],
+        positional: "NAME")
+
+    static let status = CommandSpec(
+        "status", abstract: "Show the supervisor, its listeners and generations.",
+        usage: ["status [NAME | --name NAME | --pid-file PATH | --control PATH] [--json]"],
+        discussion: "Exit codes as LSB init scripts use them.",
+        options: locations + [json, help],
+        exitCodes: [
+            (0, "running"), (1, "dead, but the pid file is left"), (3, "not running"),
+            (4, "unknown: a pid file is held but nothing answers"),
+        ],
+        positional: "NAME")
+
+    static let logs = CommandSpec(
+        "logs", abstract: "Print the end of the supervisor's log, or follow it.",
+        usage: ["logs [NAME | --name NAME | --pid-file PATH | --log-file PATH] [-n N] [-f]"],
+        discussion: "The supervisor reopens its log file on SIGUSR1 (for logrotate); --follow goes on reading the new file.",
+        options: locations + [
+            OptionSpec("lines", short: "n", value: "N", "how many lines (default 50)"),
+            OptionSpec("follow", short: "f", "keep printing what is added, across rotations, until interrupted"), help,
+        ],
+        exitCodes: [(0, "printed"), (3, "no log there")],
+        positional: "NAME")
+
+    static let list = CommandSpec(
+        "list", abstract: "List every supervisor under the run directory.",
+        usage: ["list [--json]"],
+        discussion: "Every supervisor started with a NAME or --name: its name, pid, serving generation, uptime and last restart.",
+        options: [json, help], exitCodes: [(0, "listed (also when there are none)")])
+
+    static let helpCommand = CommandSpec(
+        "help", abstract: "Show the help of baton or of a command.", usage: ["help [COMMAND]"], options: [help],
+        exitCodes: [(0, "shown"), (2, "no such command")], positional: "COMMAND")
+
+    static let version = CommandSpec(
+        "version", abstract: "Print the version.", usage: ["version"], options: [help], exitCodes: [(0, "printed")])
+
+    static let commands: [CommandSpec] = [run, start, restart, deploy, stop, status, logs, list, helpCommand, version]
+
+    static func command(_ name: String) -> CommandSpec? { commands.first { $0.name == name } }
+
+    static let overview = HelpText.overview(
+        program: "baton", usage: "COMMAND [options] [-- command...]",
+        about:
+            "Zero-downtime restarts for web apps: baton holds the listening sockets and hands them to each new generation of the app, retiring the old one only once the new one is ready.",
+        commands: commands,
+        footer: "Run 'baton help COMMAND' for a command's options. Exit codes: docs/EXIT-CODES.md.")
+}

@@ -1,0 +1,84 @@
+import BatonCore
+import BatonProtocol
+import Glibc
+
+/// Drives the state machine with scripted events and made-up instants: no
+/// process, no clock, no socket.
+struct Harness {
+    var machine: SupervisorStateMachine
+    var now = Instant.seconds(100)
+
+    init(listeners: [ListenerMode] = [], _ configure: (inout SupervisorPolicy) -> Void = { _ in }) {
+        var policy = SupervisorPolicy()
+        configure(&policy)
+        machine = SupervisorStateMachine(policy: policy, listeners: listeners)
+    }
+
+    @discardableResult
+    mutating func send(_ event: SupervisorEvent) -> [SupervisorAction] {
+        machine.handle(event, now: now)
+    }
+
+    /// Moves the clock and fires the deadline handling.
+    @discardableResult
+    mutating func advance(_ seconds: Double) -> [SupervisorAction] {
+        now = now + .milliseconds(Int64(seconds * 1000))
+        return send(.tick)
+    }
+
+    @discardableResult
+    mutating func start() -> [SupervisorAction] { send(.start(report: nil)) }
+
+    @discardableResult
+    mutating func restart(_ id: RequestID? = nil, waitDrain: Bool = true) -> [SupervisorAction] {
+        send(.restartRequested(id.map { RestartRequest(id: $0, waitsForDrain: waitDrain) }))
+    }
+
+    /// Starts the first generation as pid `pid` and makes it serve.
+    mutating func startServing(pid: Int32 = 1000) {
+        start()
+        send(.spawned(generation: 1, pid: pid, releaseDir: "/r1"))
+        send(.notified(pid: pid, message: ready()))
+        advance(1)
+    }
+
+    func state(of number: Int) -> String? { machine.generation(number)?.stateName }
+}
+
+func ready() -> NotifyMessage { NotifyMessage(parsing: Array("READY=1".utf8)) }
+
+func signals(_ actions: [SupervisorAction]) -> [SupervisorAction] {
+    actions.filter {
+        if case .signal = $0 { return true }
+        if case .signalGroup = $0 { return true }
+        return false
+    }
+}
+
+func answers(_ actions: [SupervisorAction]) -> [(RequestID, Answer)] {
+    actions.compactMap {
+        if case .answer(let id, let a) = $0 { return (id, a) }
+        return nil
+    }
+}
+
+func spawns(_ actions: [SupervisorAction]) -> [Int] {
+    actions.compactMap {
+        if case .spawn(let n, _, _) = $0 { return n }
+        return nil
+    }
+}
+
+func reports(_ actions: [SupervisorAction]) -> [Report] {
+    actions.compactMap {
+        if case .report(let r) = $0 { return r }
+        return nil
+    }
+}
+
+func exits(_ actions: [SupervisorAction]) -> [(Int32, [RequestID: Answer])] {
+    actions.compactMap {
+        if case .exit(let code, let a) = $0 { return (code, a) }
+        return nil
+    }
+}
