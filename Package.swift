@@ -82,15 +82,15 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // The helpers every test target shares: processes, scratch
+        // directories, an HTTP client, load generators, peers.
+        .target(name: "BatonTestSupport", dependencies: ["BatonProtocol", "CBatonShims"], path: "Tests/BatonTestSupport"),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonProtocol"]),
         .testTarget(name: "BatonControlTests", dependencies: ["BatonControl", "BatonCore"]),
-        .testTarget(name: "BatonListenTests", dependencies: ["BatonListen"]),
-        .testTarget(name: "BatonDemoTests", dependencies: ["BatonListen"]),
-        .testTarget(
-            name: "BatonIntegrationTests",
-            dependencies: ["BatonCore", "CBatonShims"]
-        ),
-        .testTarget(name: "ClassicStackTests", dependencies: ["CBatonShims"]),
+        .testTarget(name: "BatonListenTests", dependencies: ["BatonListen", "BatonTestSupport"]),
+        .testTarget(name: "BatonDemoTests", dependencies: ["BatonListen", "BatonTestSupport"]),
+        .testTarget(name: "BatonIntegrationTests", dependencies: ["BatonCore", "BatonProtocol", "CBatonShims", "BatonTestSupport"]),
+        .testTarget(name: "ClassicStackTests", dependencies: ["CBatonShims", "BatonTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

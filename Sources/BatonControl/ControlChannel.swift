@@ -53,16 +53,7 @@ public struct ControlChannel: Sendable {
     public func send(line: String) -> Bool {
         var bytes = Array(line.utf8)
         if bytes.last != 10 { bytes.append(10) }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            offset += n
-        }
-        return true
+        return Descriptor.writeAll(fd, bytes)
     }
 
     /// Sends `request`, then reads the answer: every `progress` line goes to

@@ -94,25 +94,18 @@ enum Socket {
     private static func bindInet(host: String, port: Int, backlog: Int32?, shown: ListenAddress) throws(ListenError)
         -> Int32
     {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-        var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, String(port), &hints, &list)
-        guard status == 0, let first = list else {
-            let reason = status == 0 ? "no address" : String(cString: gai_strerror(status))
-            throw ListenError(.invalidAddress, "cannot resolve \(shown): \(reason)")
+        let resolved: SocketName.Resolved
+        switch SocketName.resolve(host: host, port: UInt16(clamping: port)) {
+        case .success(let r): resolved = r
+        case .failure(let e): throw ListenError(.invalidAddress, "cannot resolve \(shown): \(e.message)")
         }
-        defer { freeaddrinfo(list) }
-        let info = first.pointee
-        let fd = socket(info.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(resolved.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             throw ListenError(.bindFailed, "cannot create a socket for \(shown)", systemError: errno)
         }
         var one: Int32 = 1
         _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard Glibc.bind(fd, info.ai_addr, info.ai_addrlen) == 0 else {
+        guard resolved.withSockaddr({ Glibc.bind(fd, $0, $1) }) == 0 else {
             let error = errno
             close(fd)
             throw ListenError(.bindFailed, "cannot bind \(shown)", systemError: error)
@@ -162,57 +155,12 @@ enum Socket {
     static func localAddress(_ fd: Int32, family: Listener.Family, label: String) throws(ListenError)
         -> Inspection
     {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let result = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard result == 0 else {
+        guard let name = SocketName.of(fd) else {
             throw ListenError(.systemCallFailed, "getsockname() on \(label) failed", systemError: errno)
         }
-        switch family {
-        case .ipv4:
-            let address = withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
-            }
-            var ip = address.sin_addr
-            let host = self.ntop(AF_INET, &ip)
-            let port = Int(UInt16(bigEndian: address.sin_port))
-            return Inspection(family: family, localAddress: "\(host):\(port)", port: port)
-        case .ipv6:
-            let address = withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
-            }
-            var ip = address.sin6_addr
-            let host = self.ntop(AF_INET6, &ip)
-            let port = Int(UInt16(bigEndian: address.sin6_port))
-            return Inspection(family: family, localAddress: "[\(host)]:\(port)", port: port)
-        case .unix:
-            let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-            let count = max(0, Int(length) - pathOffset)
-            let bytes = withUnsafeBytes(of: &storage) { raw in
-                Array(raw[pathOffset..<min(pathOffset + count, raw.count)])
-            }
-            let text: String
-            if bytes.first == 0, bytes.count > 1 {
-                text = "@" + String(decoding: bytes.dropFirst(), as: UTF8.self)
-            } else if let end = bytes.firstIndex(of: 0) {
-                text = String(decoding: bytes[..<end], as: UTF8.self)
-            } else {
-                text = String(decoding: bytes, as: UTF8.self)
-            }
-            return Inspection(family: family, localAddress: text.isEmpty ? "(unnamed unix socket)" : text, port: nil)
-        }
-    }
-
-    private static func ntop<Address>(_ family: Int32, _ address: inout Address) -> String {
-        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        let count = buffer.count
-        let result = buffer.withUnsafeMutableBufferPointer { output in
-            withUnsafePointer(to: &address) { inet_ntop(family, $0, output.baseAddress, socklen_t(count)) }
-        }
-        guard result != nil else { return "?" }
-        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let text = name.text
+        return Inspection(
+            family: family, localAddress: text.isEmpty ? "(unnamed unix socket)" : text, port: name.port.map { Int($0) })
     }
 
     /// The accept-queue limit of a TCP listener (Linux reports it in

@@ -89,6 +89,19 @@ public enum Daemon {
         return (outcome, pid)
     }
 
+    /// The modes an executable of Baton runs in for itself, named by its
+    /// first argument: `__exec` (the spawn helper) and `__supervise` (the
+    /// daemon's supervisor). Does not return when `arguments` names one.
+    public static func enterHiddenMode(_ arguments: [String], program: String) {
+        switch arguments.first {
+        case "__exec": execHelper(Array(arguments.dropFirst()))
+        case "__supervise":
+            Log.setProgram(program)
+            supervise()
+        default: return
+        }
+    }
+
     /// The daemon's side: reads the configuration, takes the report pipe,
     /// enters `/` with the starter's umask, and supervises. Never returns.
     public static func supervise() -> Never {

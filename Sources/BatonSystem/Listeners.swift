@@ -209,17 +209,12 @@ public enum Listeners {
     private static func bindTCP(
         host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool, listening: Bool = true
     ) throws(BatonError) -> Listener {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-        var result: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(host, String(port), &hints, &result)
-        guard rc == 0, let info = result else {
-            throw BatonError(.bindFailed, "cannot listen on \(original): cannot resolve '\(host)': \(String(cString: gai_strerror(rc)))")
+        let resolved: SocketName.Resolved
+        switch SocketName.resolve(host: host, port: port) {
+        case .success(let r): resolved = r
+        case .failure(let e): throw BatonError(.bindFailed, "cannot listen on \(original): cannot resolve '\(host)': \(e.message)")
         }
-        defer { freeaddrinfo(result) }
-        let family = info.pointee.ai_family
+        let family = resolved.family
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             throw BatonError(.bindFailed, "cannot listen on \(original): socket: \(Sys.describe(errno: errno))", errno: errno)
@@ -232,7 +227,7 @@ public enum Listeners {
         if reusePort {
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         }
-        if Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+        if resolved.withSockaddr({ Glibc.bind(fd, $0, $1) }) != 0 {
             let e = errno
             close(fd)
             throw bindError(original, errno: e, port: port)
@@ -408,40 +403,10 @@ public enum Listeners {
 
     /// The local address of a socket.
     public static func localAddress(_ fd: Int32) -> ListenAddress? {
-        var storage = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        guard rc == 0 else { return nil }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var a = sin.pointee.sin_addr
-                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-                    inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
-                    return .tcp(host: Sys.string(fromC: buf), port: UInt16(bigEndian: sin.pointee.sin_port))
-                }
-            }
-        case AF_INET6:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
-                    var a = sin.pointee.sin6_addr
-                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
-                    return .tcp(host: Sys.string(fromC: buf), port: UInt16(bigEndian: sin.pointee.sin6_port))
-                }
-            }
-        case AF_UNIX:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
-                    let path = withUnsafeBytes(of: sun.pointee.sun_path) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                    return .unix(path: path)
-                }
-            }
-        default:
-            return nil
+        switch SocketName.of(fd) {
+        case .ipv4(let host, let port), .ipv6(let host, let port): return .tcp(host: host, port: port)
+        case .unix(let path): return .unix(path: path)
+        case nil: return nil
         }
     }
 }

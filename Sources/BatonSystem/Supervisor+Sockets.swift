@@ -91,6 +91,12 @@ extension Supervisor {
     func closeSocket(_ id: SocketID) {
         guard let l = held.removeValue(forKey: id) else { return }
         if epfd >= 0 { baton_epoll_del(epfd, l.fd) }
+        // A steered socket leaves its SO_REUSEPORT group only when its last
+        // descriptor closes: workers that escaped their process group may
+        // still hold it, and the machine's model of the group (and the
+        // slot the program names) would then be wrong. shutdown() takes it
+        // out of the group for every holder; its queue is empty by now.
+        if l.reusePort { Listeners.shutDown(l) }
         Listeners.release([l])
     }
 

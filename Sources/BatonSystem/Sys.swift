@@ -1,5 +1,6 @@
 import BatonControl
 import BatonCore
+import BatonProtocol
 import CBatonShims
 import Glibc
 
@@ -66,32 +67,12 @@ public enum Sys {
     /// Writes all of `bytes` to `fd`.
     @discardableResult
     public static func writeAll(_ fd: Int32, _ bytes: some Collection<UInt8>) -> Bool {
-        let array = Array(bytes)
-        var offset = 0
-        while offset < array.count {
-            let n = array.withUnsafeBytes { write(fd, $0.baseAddress! + offset, array.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            offset += n
-        }
-        return true
+        Descriptor.writeAll(fd, bytes)
     }
 
-    /// Writes all of `bytes` to a non-blocking `fd`; false when it would block or fails.
+    /// Writes all of `bytes` to a non-blocking socket; false when it would block or fails.
     public static func writeAllNonBlocking(_ fd: Int32, _ bytes: some Collection<UInt8>) -> Bool {
-        let array = Array(bytes)
-        var offset = 0
-        while offset < array.count {
-            let n = array.withUnsafeBytes { send(fd, $0.baseAddress! + offset, array.count - offset, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            offset += n
-        }
-        return true
+        Descriptor.writeAll(fd, bytes, sendFlags: Int32(MSG_NOSIGNAL))
     }
 
     /// Seconds since the epoch.

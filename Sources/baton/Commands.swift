@@ -61,27 +61,34 @@ func runCommand(_ args: [String]) throws(BatonError) -> Int32 {
 
 // MARK: - start and deploy
 
-func startCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let o = try parse(Table.start, args, positional: .beforeDashes)
+/// What `start` and `deploy` read alike: the printer, the supervisor's
+/// configuration, the umask and where it lives; `body` does the operation.
+private func daemonCommand(
+    _ spec: CommandSpec, _ args: [String], what: String,
+    _ body: (ParsedOptions, RunConfiguration, Locations, UInt32, (Operations.Step) -> Void) throws(BatonError) -> ControlResult
+) throws(BatonError) -> Int32 {
+    let o = try parse(spec, args, positional: .beforeDashes)
     let printer = Printer(json: o.has("json"), program: "baton")
     let configuration = try RunOptions.configuration(o)
     let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
     let started = Sys.now()
-    let result = Operations.start(configuration, at: try locations(o, creating: true), umask: umask, step: printer.step)
-    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: "start")
+    let result = try body(o, configuration, try locations(o, creating: true), umask, printer.step)
+    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: what)
+}
+
+func startCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    try daemonCommand(Table.start, args, what: "start") { _, configuration, at, umask, step throws(BatonError) in
+        Operations.start(configuration, at: at, umask: umask, step: step)
+    }
 }
 
 func deployCommand(_ args: [String]) throws(BatonError) -> Int32 {
-    let o = try parse(Table.deploy, args, positional: .beforeDashes)
-    let printer = Printer(json: o.has("json"), program: "baton")
-    let configuration = try RunOptions.configuration(o)
-    let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
-    let started = Sys.now()
-    let result = Operations.deploy(
-        configuration, at: try locations(o, creating: true), release: o.last("release"), current: o.last("current"),
-        lockTimeout: try duration(o, "lock-timeout", default: .seconds(300)), timeout: try duration(o, "timeout", default: .seconds(300)),
-        umask: umask, step: printer.step)
-    return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: "deploy")
+    try daemonCommand(Table.deploy, args, what: "deploy") { o, configuration, at, umask, step throws(BatonError) in
+        Operations.deploy(
+            configuration, at: at, release: o.last("release"), current: o.last("current"),
+            lockTimeout: try duration(o, "lock-timeout", default: .seconds(300)),
+            timeout: try duration(o, "timeout", default: .seconds(300)), umask: umask, step: step)
+    }
 }
 
 // MARK: - restart, stop

@@ -35,13 +35,7 @@ func versionCommand(_ args: [String]) throws(BatonError) -> Int32 {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-switch arguments.first {
-case "__exec": execHelper(Array(arguments.dropFirst()))
-case "__supervise":
-    Log.setProgram("baton")
-    Daemon.supervise()
-default: break
-}
+Daemon.enterHiddenMode(arguments, program: "baton")
 Log.setProgram("baton")
 // A supervisor that hangs up on us is an answer, not a reason to die.
 signal(SIGPIPE, SIG_IGN)

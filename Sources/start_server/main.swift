@@ -91,13 +91,7 @@ func die(_ message: String, code: Int32 = 255) -> Never {
 // MARK: - The command line
 
 var arguments = Array(CommandLine.arguments.dropFirst())
-switch arguments.first {
-case "__exec": execHelper(Array(arguments.dropFirst()))
-case "__supervise":
-    Log.setProgram("start_server")
-    Daemon.supervise()
-default: break
-}
+Daemon.enterHiddenMode(arguments, program: "start_server")
 Log.setProgram("start_server")
 signal(SIGPIPE, SIG_IGN)
 

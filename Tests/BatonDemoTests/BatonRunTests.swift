@@ -19,7 +19,7 @@ extension DemoTests {
             self.releases = self.scratch.path + "/releases"
             #expect(system("cp -R '\(DemoTests.releases)' '\(self.releases)'") == 0)
             #expect(symlink("releases/\(release)", self.scratch.path + "/current") == 0)
-            self.port = try Sockets.freePort()
+            self.port = Int(freePort())
             let baton = try DemoProcess.executable(named: "baton")
             let demo = try DemoProcess.demoExecutable()
             self.process = try DemoProcess.spawn(

@@ -41,25 +41,44 @@ import Testing
         throw DemoProcess.Failure(description: "no READY=1 within \(seconds) s; log:\n\(process.log())")
     }
 
+    /// The demo on its own: `--bind 127.0.0.1:PORT` on a free port, with a
+    /// notify socket of the test's own (and `environment`), once it sent
+    /// READY=1. The caller stops the process and closes the receiver.
+    static func standalone(
+        _ scratch: Scratch, environment: [String: String] = [:], directory: String? = nil
+    ) throws -> (process: DemoProcess, port: Int, receiver: Int32, ready: (message: String, pid: Int32, elapsed: Duration)) {
+        let port = Int(freePort())
+        let notifyPath = scratch.path + "/notify"
+        let receiver = try Sockets.notifyReceiver(name: notifyPath)
+        var process = try DemoProcess.spawn(
+            arguments: ["--bind", "127.0.0.1:\(port)"],
+            environment: environment.merging(["NOTIFY_SOCKET": notifyPath]) { $1 },
+            directory: directory,
+            logPath: scratch.path + "/demo.log"
+        )
+        do {
+            return (process, port, receiver, try Self.waitForReady(receiver, process: &process))
+        } catch {
+            process.stop()
+            close(receiver)
+            throw error
+        }
+    }
+
     static func milliseconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
     @Test func standaloneServesPagesAndSignalsReady() throws {
         let scratch = try Scratch()
-        let port = try Sockets.freePort()
-        let notifyPath = scratch.path + "/notify"
-        let receiver = try Sockets.notifyReceiver(name: notifyPath)
-        defer { close(receiver) }
         // No BATON_RELEASE_DIR: templates come from ./templates.
-        var process = try DemoProcess.spawn(
-            arguments: ["--bind", "127.0.0.1:\(port)"],
-            environment: ["NOTIFY_SOCKET": notifyPath],
-            directory: Self.releases + "/v1",
-            logPath: scratch.path + "/demo.log"
-        )
-        defer { process.stop() }
-        let ready = try Self.waitForReady(receiver, process: &process)
+        let started = try Self.standalone(scratch, directory: Self.releases + "/v1")
+        var process = started.process
+        let (port, receiver, ready) = (started.port, started.receiver, started.ready)
+        defer {
+            process.stop()
+            close(receiver)
+        }
         #expect(ready.pid == process.pid, "READY=1 must come from the demo's own pid")
         #expect(ready.message.contains("STATUS=serving 127.0.0.1:\(port)"))
         print("baton-demo standalone: spawn to READY=1 in \(Self.milliseconds(ready.elapsed)) ms")
@@ -142,17 +161,13 @@ import Testing
 
     @Test func sigtermDrainsInFlightRequestsAndClosesIdleConnections() throws {
         let scratch = try Scratch()
-        let port = try Sockets.freePort()
-        let notifyPath = scratch.path + "/notify"
-        let receiver = try Sockets.notifyReceiver(name: notifyPath)
-        defer { close(receiver) }
-        var process = try DemoProcess.spawn(
-            arguments: ["--bind", "127.0.0.1:\(port)"],
-            environment: ["NOTIFY_SOCKET": notifyPath, "BATON_RELEASE_DIR": Self.releases + "/v1"],
-            logPath: scratch.path + "/demo.log"
-        )
-        defer { process.stop() }
-        _ = try Self.waitForReady(receiver, process: &process)
+        let started = try Self.standalone(scratch, environment: ["BATON_RELEASE_DIR": Self.releases + "/v1"])
+        var process = started.process
+        let (port, receiver) = (started.port, started.receiver)
+        defer {
+            process.stop()
+            close(receiver)
+        }
 
         // An idle keep-alive connection, after one answered request.
         let idle = try Sockets.connect(port: port)
@@ -183,17 +198,13 @@ import Testing
         let scratch = try Scratch()
         let release = scratch.path + "/release-a"
         #expect(system("mkdir -p '\(release)' && cp -R '\(Self.releases)/v1/templates' '\(release)/'") == 0)
-        let port = try Sockets.freePort()
-        let notifyPath = scratch.path + "/notify"
-        let receiver = try Sockets.notifyReceiver(name: notifyPath)
-        defer { close(receiver) }
-        var process = try DemoProcess.spawn(
-            arguments: ["--bind", "127.0.0.1:\(port)"],
-            environment: ["NOTIFY_SOCKET": notifyPath, "BATON_RELEASE_DIR": release],
-            logPath: scratch.path + "/demo.log"
-        )
-        defer { process.stop() }
-        _ = try Self.waitForReady(receiver, process: &process)
+        let started = try Self.standalone(scratch, environment: ["BATON_RELEASE_DIR": release])
+        var process = started.process
+        let (port, receiver) = (started.port, started.receiver)
+        defer {
+            process.stop()
+            close(receiver)
+        }
         #expect(try Sockets.get(port: port, "/").body.contains("<dd>release-a</dd>"))
         #expect(system("echo 'changed on disk' > '\(release)/templates/page.mustache'") == 0)
         let page = try Sockets.get(port: port, "/")

@@ -9,19 +9,8 @@ import Testing
         let s = Scratch()
         // A listening socket, as systemd would pass it, parked high so that it
         // lands at descriptor 3 in the child.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        _ = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        listen(fd, 128)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        let port = UInt16(bigEndian: addr.sin_port)
-        let parked = baton_fcntl_dupfd_cloexec(fd, 200)
-        close(fd)
+        let (parked, listenerPort) = try TestSockets.tcpListener()
+        let port = UInt16(listenerPort)
         defer { close(parked) }
         let env =
             ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + [
@@ -44,13 +33,10 @@ import Testing
 
     @Test func ipv6AndSeveralListeners() throws {
         let s = Scratch()
-        let b = Baton(s, listen: ["[::1]:0", "127.0.0.1:0"], options: ["--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, listen: ["[::1]:0", "127.0.0.1:0"], options: ["--settle", "0"], app: ["--notify"])
         let answer = try #require(body(httpGet(port: port, host: "::1", path: "/env")))
         #expect(answer.contains("SERVER_STARTER_PORT=[::1]:\(port)=3;127.0.0.1:"))
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func envAndEnvdirAreReadAtEachSpawn() throws {
@@ -58,9 +44,7 @@ import Testing
         let envdir = s.path + "/env"
         try FileManager.default.createDirectory(atPath: envdir, withIntermediateDirectories: true)
         try "first\n".write(toFile: envdir + "/FROM_ENVDIR", atomically: true, encoding: .utf8)
-        let b = Baton(s, options: ["--settle", "0", "--envdir", envdir, "--env", "FROM_ENV=a=b"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0", "--envdir", envdir, "--env", "FROM_ENV=a=b"], app: ["--notify"])
         var answer = try #require(body(httpGet(port: port, path: "/env")))
         #expect(answer.contains("FROM_ENV=a=b\n"))
         #expect(answer.contains("FROM_ENVDIR=first\n"))
@@ -77,11 +61,10 @@ import Testing
         b.hup()
         #expect(eventually(5) { b.log.contains("is not valid UTF-8") })
         #expect(body(httpGet(port: port))?.contains("gen=2") == true)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
-    @Test(.enabled(if: getuid() == 0, "needs root")) func theAppRunsAsAnotherUser() throws {
+    @Test(.enabled(if: Peers.available(getuid() == 0), "needs root")) func theAppRunsAsAnotherUser() throws {
         let s = Scratch()
         chmod(s.path, 0o755)
         let b = Baton(s, options: ["--settle", "0", "--user", "nobody"], app: ["--notify"])
@@ -91,8 +74,7 @@ import Testing
         let nobody = try #require(getpwnam("nobody")).pointee
         #expect(answer.contains("uid=\(nobody.pw_uid)\n"))
         #expect(answer.contains("gid=\(nobody.pw_gid)\n"))
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func manyHupsAtOnceRunAtMostTwoRestarts() throws {
@@ -108,7 +90,6 @@ import Testing
         #expect(b.count("spawned") == 3, "\(b.log)")
         let port = try #require(b.port)
         #expect(body(httpGet(port: port))?.contains("gen=3") == true)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 }

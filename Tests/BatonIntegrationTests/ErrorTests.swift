@@ -69,8 +69,7 @@ import Testing
         let r = runBaton(["run", "--listen", "127.0.0.1:0", "--pid-file", b.pidFile, "--", Binaries.testapp], in: s)
         #expect(r.code == 5)
         #expect(r.output.contains("already running"))
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
         // A pid file left by a dead process is replaced with a warning.
         let stale = s.path + "/stale.pid"
         _ = FileManager.default.createFile(atPath: stale, contents: Data("999999\n".utf8))
@@ -113,9 +112,7 @@ import Testing
 @Suite(.serialized) struct SupervisorKilledTests {
     @Test func theOrphanedGenerationServesOnAndANewBatonSaysSo() throws {
         let s = Scratch()
-        let b = Baton(s, options: ["--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
         let app = try #require(pidIn(body(httpGet(port: port))))
         kill(b.child.pid, SIGKILL)
         b.child.wait()

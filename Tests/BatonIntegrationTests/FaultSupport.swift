@@ -404,14 +404,6 @@ enum ReliabilityReport {
 
 // MARK: - Processes, descriptors, files
 
-/// The fields of /proc/PID/stat after the command: state, ppid, pgrp, ...
-func procStat(_ pid: pid_t) -> [Substring]? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
-        return nil
-    }
-    return stat[stat.index(after: close)...].split(separator: " ")
-}
-
 /// Every live process whose parent chain leads to `root` (not `root` itself).
 func descendants(of root: pid_t) -> Set<pid_t> {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
@@ -574,11 +566,6 @@ func generationPid(_ log: String, _ n: Int) -> pid_t? {
     return pid_t(l[r.upperBound...].prefix { $0.isNumber })
 }
 
-/// The command line of `pid`, spaces between the arguments.
-func commandLineOf(_ pid: pid_t) -> String {
-    ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").replacingOccurrences(of: "\0", with: " ")
-}
-
 /// Files a supervisor may create, left in `dir` (recursively, releases excepted).
 func leftoverFiles(in dir: String) -> [String] {
     guard let names = try? FileManager.default.subpathsOfDirectory(atPath: dir) else { return [] }
@@ -640,6 +627,49 @@ func servingBaton(
     s.release(release, args: args)
     s.point(to: release)
     return Baton(s, listen: listen, options: ["--dir", s.path + "/current"] + options)
+}
+
+/// A fault case's usual shape: a `baton run` whose generation 1 serves
+/// release "good", a watch on its processes and descriptors, restarts into
+/// other releases under load, and a stop that checks nothing is left.
+struct Serving {
+    let s: Scratch
+    let b: Baton
+    let port: UInt16
+    let watch: Watch
+
+    /// Starts `baton run` (see ``servingBaton(_:options:listen:release:args:)``)
+    /// and waits for generation 1 to serve.
+    init(_ c: CaseRecord, options: [String], args: String = "--notify") throws {
+        s = Scratch()
+        b = servingBaton(s, options: options, args: args)
+        c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
+        port = try c.require(b.port, "no port: \(b.log)")
+        watch = Watch(b.child.pid)
+    }
+
+    /// Points `current` at a new release with testapp.args `args`, starts a
+    /// load of `clients`, runs `before`, sends SIGHUP and runs `during` while
+    /// the watch samples, then stops the load and returns what it counted.
+    func restart(
+        into release: String, args: String, clients: Int = 8, before: () -> Void = {}, _ during: () throws -> Void
+    ) rethrows -> Load.Stats {
+        s.release(release, args: args)
+        s.point(to: release)
+        let load = Load(port: port, clients: clients)
+        before()
+        try watch.sampling {
+            b.hup()
+            try during()
+        }
+        return load.stop()
+    }
+
+    /// Checks the running supervisor, then stops it and checks it left nothing.
+    func finish(_ c: CaseRecord, sourceLocation: SourceLocation = #_sourceLocation) {
+        watch.checkRunning(c, sourceLocation: sourceLocation)
+        stopAndCheck(b, watch, c, s, sourceLocation: sourceLocation)
+    }
 }
 
 /// The first line of `text` containing `needle`, for the table.

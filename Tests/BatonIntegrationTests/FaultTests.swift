@@ -1,3 +1,4 @@
+import BatonProtocol
 import Foundation
 import Glibc
 import Synchronization
@@ -14,21 +15,14 @@ extension Reliability {
             _ c: CaseRecord, args: String, options: [String] = ["--ready", "notify", "--ready-timeout", "1s"], reason: String,
             during: ((Baton, UInt16) throws -> Void)? = nil
         ) throws {
-            let s = Scratch()
-            let b = servingBaton(s, options: ["--settle", "0"] + options)
-            c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-            let port = try c.require(b.port, "no port: \(b.log)")
-            let watch = Watch(b.child.pid)
-            s.release("bad", args: args)
-            s.point(to: "bad")
-            let load = Load(port: port, clients: 8)
-            try watch.sampling {
-                b.hup()
+            let v = try Serving(c, options: ["--settle", "0"] + options)
+            let b = v.b
+            let stats = try v.restart(into: "bad", args: args) {
                 c.expect(eventually(15) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail: \(b.log)")
-                try during?(b, port)
+                try during?(b, v.port)
+                c.expect(body(httpGet(port: v.port))?.hasPrefix("good gen=1") == true, "generation 1 does not serve any more")
             }
-            c.expect(body(httpGet(port: port))?.hasPrefix("good gen=1") == true, "generation 1 does not serve any more")
-            c.load(load.stop())
+            c.load(stats)
             let failure = line(b.log, containing: "generation 2 failed:") ?? ""
             c.expect(failure.contains(reason), "expected '\(reason)' in: \(failure)")
             c.expect(failure.contains("generation 1 (pid"), "the failure does not say who still serves: \(failure)")
@@ -36,33 +30,22 @@ extension Reliability {
             // The failed generation is gone with its group, nothing leaked.
             let failedPid = generationPid(b.log, 2)
             c.expect(failedPid.map { pid in eventually(8) { isGone(pid) } } ?? false, "generation 2 is still running")
-            watch.checkRunning(c)
-            stopAndCheck(b, watch, c, s)
+            v.finish(c)
         }
 
-        @Test func crashAtBoot() throws {
-            try faultCase("app.crash-at-boot") { c in
-                try failedRestart(c, args: "--crash-at-boot", reason: "exited with exit code 1 before it was ready")
-            }
-        }
-
-        @Test func exitZeroAtBoot() throws {
-            try faultCase("app.exit-0-at-boot") { c in
-                try failedRestart(c, args: "--exit-at-boot", reason: "exited with exit code 0 before it was ready")
-            }
-        }
-
-        @Test func hangBeforeReady() throws {
-            try faultCase("app.hang-before-ready") { c in
-                try failedRestart(c, args: "--hang", reason: "not ready after 1 s: stopped")
-            }
-        }
-
-        @Test func neverReady() throws {
-            try faultCase("app.never-ready") { c in
-                // It accepts on the shared socket while starting: what it took, it drains.
-                try failedRestart(c, args: "", reason: "not ready after 1 s: stopped")
-            }
+        /// Releases that fail before they are ready, by the test app's
+        /// switches: (case, testapp.args, the failure's reason). `never-ready`
+        /// accepts on its socket while starting: what it took, it drains.
+        @Test(
+            arguments: [
+                ("app.crash-at-boot", "--crash-at-boot", "exited with exit code 1 before it was ready"),
+                ("app.exit-0-at-boot", "--exit-at-boot", "exited with exit code 0 before it was ready"),
+                ("app.hang-before-ready", "--hang", "not ready after 1 s: stopped"),
+                ("app.never-ready", "", "not ready after 1 s: stopped"),
+                ("app.close-listener", "--close-listener --hang", "not ready after 1 s: stopped"),
+            ])
+        func failsBeforeReady(_ id: String, _ args: String, _ reason: String) throws {
+            try faultCase(id) { c in try failedRestart(c, args: args, reason: reason) }
         }
 
         @Test func notifyErrno() throws {
@@ -87,179 +70,129 @@ extension Reliability {
 
         @Test func readyFromAStranger() throws {
             try faultCase("app.ready-from-stranger") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "3s"])
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let watch = Watch(b.child.pid)
-                s.release("silent", args: "")
-                s.point(to: "silent")
-                let load = Load(port: port, clients: 8)
-                b.hup()
-                let pid = try c.require(eventually(5) { generationPid(b.log, 2) != nil } ? generationPid(b.log, 2) : nil, "no gen 2")
-                // Its NOTIFY_SOCKET, as any process of the machine could find it.
-                let environ = (try? String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)) ?? ""
-                let name = try c.require(
-                    environ.split(separator: "\0").first { $0.hasPrefix("NOTIFY_SOCKET=") }.map { String($0.dropFirst(14)) },
-                    "no NOTIFY_SOCKET in the app's environment")
-                c.expect(sendDatagram(to: name, "READY=1\nSTATUS=forged"), "could not send to \(name)")
-                c.expect(eventually(3) { b.count("ignored a notify message from pid \(getpid())") == 1 }, "not rejected: \(b.log)")
-                c.note(line(b.log, containing: "ignored a notify message from pid") ?? "")
-                let status = controlExchange(s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
-                c.expect(status.contains(#""state":"starting""#), "generation 2 is not starting any more: \(status)")
-                c.expect(!b.log.contains("STATUS=forged"), "the forged STATUS was taken")
-                c.expect(eventually(8) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail")
-                c.load(load.stop())
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "3s"])
+                let b = v.b
+                let stats = try v.restart(into: "silent", args: "") {
+                    let pid = try c.require(eventually(5) { generationPid(b.log, 2) != nil } ? generationPid(b.log, 2) : nil, "no gen 2")
+                    // Its NOTIFY_SOCKET, as any process of the machine could find it.
+                    let environ = (try? String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)) ?? ""
+                    let name = try c.require(
+                        environ.split(separator: "\0").first { $0.hasPrefix("NOTIFY_SOCKET=") }.map { String($0.dropFirst(14)) },
+                        "no NOTIFY_SOCKET in the app's environment")
+                    c.expect((try? Notifier.send("READY=1\nSTATUS=forged", to: name).get()) != nil, "could not send to \(name)")
+                    c.expect(eventually(3) { b.count("ignored a notify message from pid \(getpid())") == 1 }, "not rejected: \(b.log)")
+                    c.note(line(b.log, containing: "ignored a notify message from pid") ?? "")
+                    let status = controlExchange(v.s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
+                    c.expect(status.contains(#""state":"starting""#), "generation 2 is not starting any more: \(status)")
+                    c.expect(!b.log.contains("STATUS=forged"), "the forged STATUS was taken")
+                    c.expect(eventually(8) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail")
+                }
+                c.load(stats)
+                v.finish(c)
             }
         }
 
         @Test func notifyGarbage() throws {
             try faultCase("app.notify-garbage") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "10s"])
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let watch = Watch(b.child.pid)
-                s.release("garbage", args: "--notify-garbage --notify-flood 1000 --notify")
-                s.point(to: "garbage")
-                let load = Load(port: port, clients: 8)
-                watch.sampling {
-                    b.hup()
-                    c.expect(b.waitServing(2), "the real READY=1 after the garbage was not taken: \(b.log)")
-                }
-                c.load(load.stop())
+                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "10s"])
+                let b = v.b
+                c.load(
+                    v.restart(into: "garbage", args: "--notify-garbage --notify-flood 1000 --notify") {
+                        c.expect(b.waitServing(2), "the real READY=1 after the garbage was not taken: \(b.log)")
+                    })
                 let malformed = b.count("ignored a malformed notify message")
                 c.expect(malformed >= 1003, "\(malformed) malformed messages ignored, expected the 1,003 sent")
                 c.note("\(malformed) datagrams logged as malformed and ignored; generation 2 ready on its READY=1")
-                c.expect(body(httpGet(port: port))?.hasPrefix("garbage gen=2") == true, "generation 2 does not serve")
+                c.expect(body(httpGet(port: v.port))?.hasPrefix("garbage gen=2") == true, "generation 2 does not serve")
                 // The three descriptors passed with a datagram were closed.
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                v.finish(c)
             }
         }
 
         @Test func crashAfterReadyWhileTheOldOneDrains() throws {
             try faultCase("app.crash-after-ready") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify"])
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let watch = Watch(b.child.pid)
-                s.release("crashy", args: "--notify --crash-after 400")
-                s.point(to: "crashy")
-                let load = Load(port: port, clients: 8)
-                let slow = Mutex<String?>(nil)
-                let done = DispatchSemaphore(value: 0)
-                Thread.detachNewThread {
-                    let r = body(httpGet(port: port, path: "/slow?ms=2500"))
-                    slow.withLock { $0 = r }
-                    done.signal()
+                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify"])
+                let (s, b, port) = (v.s, v.b, v.port)
+                // A slow request that generation 1 takes before the restart.
+                var slow: Threaded<String?>?
+                let start = {
+                    slow = Threaded { body(httpGet(port: port, path: "/slow?ms=2500")) }
+                    usleep(150_000)
                 }
-                usleep(150_000)
-                watch.sampling {
-                    b.hup()
+                let stats = v.restart(into: "crashy", args: "--notify --crash-after 400", before: start) {
                     c.expect(b.waitServing(2), "generation 2 did not serve: \(b.log)")
                     s.point(to: "good")
                     c.expect(eventually(5) { b.count("exited unexpectedly with exit code 3") == 1 }, "no crash: \(b.log)")
                     c.expect(b.waitServing(3), "no respawn: \(b.log)")
-                    c.expect(done.wait(timeout: .now() + 10) == .success, "the slow request did not finish")
                 }
-                c.expect(slow.withLock { $0 }?.hasPrefix("good gen=1") == true, "the slow request on generation 1 failed")
+                let answer = slow?.value(within: 10)
+                c.expect(answer != nil, "the slow request did not finish")
+                c.expect(answer??.hasPrefix("good gen=1") == true, "the slow request on generation 1 failed")
                 c.expect(eventually(5) { b.count("gen 1 pid") > 0 && b.count("drained after") >= 1 }, "generation 1 did not drain")
-                let stats = load.stop()
                 c.load(stats, allowed: 8)
                 c.note(line(b.log, containing: "exited unexpectedly") ?? "")
                 c.note(line(b.log, containing: "nothing serves: starting a new generation") ?? "")
                 c.note("the 2.5 s request on generation 1 completed")
                 c.limit =
                     "a process that dies takes the connections it had accepted with it (the kernel resets them): at most one per client can fail (\(stats.failed) of \(stats.ok + stats.failed) here); connections still queued wait for the respawn, since the supervisor keeps the socket open"
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                v.finish(c)
             }
         }
 
         /// A retired generation that does not exit on its signal.
         @Test func ignoresTerm() throws {
             try faultCase("app.ignore-term") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--drain-timeout", "1s"], args: "--notify --ignore-term --workers 2")
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let group = try c.require(pgidIn(body(httpGet(port: port, path: "/env"))), "no pgid")
+                let v = try Serving(c, options: ["--settle", "0", "--drain-timeout", "1s"], args: "--notify --ignore-term --workers 2")
+                let b = v.b
+                let group = try c.require(pgidIn(body(httpGet(port: v.port, path: "/env"))), "no pgid")
                 c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
                 let members = processGroupMembers(group)
-                let watch = Watch(b.child.pid)
-                s.release("next", args: "--notify")
-                s.point(to: "next")
-                let load = Load(port: port, clients: 8)
-                watch.sampling {
-                    b.hup()
+                let stats = v.restart(into: "next", args: "--notify") {
                     c.expect(b.waitServing(2), "generation 2 did not serve")
                     c.expect(eventually(5) { b.count("sent SIGKILL to its process group") == 1 }, "no SIGKILL: \(b.log)")
                     c.expect(eventually(5) { members.allSatisfy(isGone) }, "left: \(members.filter { !isGone($0) })")
                 }
-                let stats = load.stop()
-                c.load(stats, allowed: 8)
+                c.load(stats)
                 c.note(line(b.log, containing: "sent SIGKILL to its process group") ?? "")
                 c.limit =
-                    "an old generation that ignores its signal keeps accepting from the shared socket until it is killed; requests it holds at the SIGKILL are reset by the kernel (\(stats.failed) here). --handover shuts its own listener first, so it accepts nothing more"
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                    "none may fail: steering sends every new connection to generation 2 before generation 1 is signalled, so the SIGKILL finds it idle (\(stats.failed) here). With --listen-mode shared it keeps accepting until it is killed, and the requests it holds then are reset"
+                v.finish(c)
             }
         }
 
         @Test func workersOutliveTheirParent() throws {
             try faultCase("app.orphan-workers") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0"], args: "--notify --orphan-workers --workers 2")
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let group = try c.require(pgidIn(body(httpGet(port: port, path: "/env"))), "no pgid")
+                let v = try Serving(c, options: ["--settle", "0"], args: "--notify --orphan-workers --workers 2")
+                let b = v.b
+                let group = try c.require(pgidIn(body(httpGet(port: v.port, path: "/env"))), "no pgid")
                 c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
                 let workers = processGroupMembers(group).filter { $0 != group }
-                let watch = Watch(b.child.pid)
-                s.release("next", args: "--notify")
-                s.point(to: "next")
-                let load = Load(port: port, clients: 8)
-                watch.sampling {
-                    b.hup()
+                let stats = v.restart(into: "next", args: "--notify") {
                     c.expect(b.waitServing(2), "generation 2 did not serve")
                     c.expect(eventually(5) { workers.allSatisfy(isGone) }, "workers left: \(workers.filter { !isGone($0) })")
                 }
-                let stats = load.stop()
-                c.load(stats, allowed: 8)
+                c.load(stats)
                 c.note("the main process exited at once; its 2 workers were killed with the group and reaped")
                 c.limit =
-                    "workers killed because their parent left them are reset with the requests they hold (\(stats.failed) here)"
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                    "none may fail: the workers get no new connection once generation 2 is steered to, so they are idle when they are killed with their group (\(stats.failed) here); with --listen-mode shared, the requests they hold are reset"
+                v.finish(c)
             }
         }
 
         @Test func workersLeaveTheProcessGroup() throws {
             try faultCase("app.escape-group") { c in
-                let s = Scratch()
-                let b = servingBaton(
-                    s, options: ["--settle", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let watch = Watch(b.child.pid)
+                let v = try Serving(
+                    c, options: ["--settle", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
+                let b = v.b
                 c.expect(eventually(5) { descendants(of: b.child.pid).count == 3 }, "no workers")
                 let first = descendants(of: b.child.pid)
-                s.release("next", args: "--notify")
-                s.point(to: "next")
-                let load = Load(port: port, clients: 8)
-                watch.sampling {
-                    b.hup()
+                let stats = v.restart(into: "next", args: "--notify") {
                     c.expect(b.waitServing(2), "generation 2 did not serve")
                     c.expect(
                         eventually(8) { first.allSatisfy(isGone) },
                         "generation 1's escaped workers still run: \(first.filter { !isGone($0) })")
                 }
-                let stats = load.stop()
-                c.load(stats, allowed: 8)
+                c.load(stats)
                 let killed = "outlived its generation outside its process group: sent SIGKILL"
                 c.expect(
                     eventually(3) { b.count(killed) == 2 }
@@ -269,15 +202,8 @@ extension Reliability {
                         }(), "not logged once each: \(b.log)")
                 c.note(line(b.log, containing: "outlived its generation") ?? "")
                 c.limit =
-                    "workers that left their process group serve on until their generation's main process is gone, then are killed; requests they hold then are reset (\(stats.failed) here)"
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
-            }
-        }
-
-        @Test func closesItsListener() throws {
-            try faultCase("app.close-listener") { c in
-                try failedRestart(c, args: "--close-listener --hang", reason: "not ready after 1 s: stopped")
+                    "none may fail: workers that left their process group are killed once their generation's main process is gone, and the supervisor shuts that generation's socket down so they accept nothing more (a socket leaves its SO_REUSEPORT group only when its last holder closes it; before this shutdown the escaped workers kept it in the group and were sent new connections) (\(stats.failed) here)"
+                v.finish(c)
             }
         }
 
@@ -302,48 +228,29 @@ extension Reliability {
 
         @Test func leaksDescriptors() throws {
             try faultCase("app.leak-fds") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0"], args: "--notify --leak-fds 1000")
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
-                let leaky = try c.require(pidIn(body(httpGet(port: port, path: "/env"))), "no pid")
+                let v = try Serving(c, options: ["--settle", "0"], args: "--notify --leak-fds 1000")
+                let leaky = try c.require(pidIn(body(httpGet(port: v.port, path: "/env"))), "no pid")
                 let leaked = openDescriptors(leaky).count
                 c.expect(leaked > 1000, "generation 1 did not leak")
-                let watch = Watch(b.child.pid)
-                s.release("next", args: "--notify")
-                s.point(to: "next")
-                let load = Load(port: port, clients: 8)
-                watch.sampling {
-                    b.hup()
-                    c.expect(b.waitServing(2), "generation 2 did not serve")
-                }
-                c.load(load.stop())
-                let env = body(httpGet(port: port, path: "/env")) ?? ""
+                c.load(v.restart(into: "next", args: "--notify") { c.expect(v.b.waitServing(2), "generation 2 did not serve") })
+                let env = body(httpGet(port: v.port, path: "/env")) ?? ""
                 c.expect(env.contains("fds=0,1,2,3\n"), "generation 2 inherited more: \(env)")
                 c.note("generation 1 held \(leaked) descriptors; generation 2 started with 0,1,2,3")
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                v.finish(c)
             }
         }
 
         @Test func floodsItsOutput() throws {
             try faultCase("app.flood-output") { c in
-                let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0"])
-                c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-                let port = try c.require(b.port, "no port")
+                let v = try Serving(c, options: ["--settle", "0"])
+                let (s, b) = (v.s, v.b)
                 let control = s.path + "/baton.control"
                 func status() -> String { controlExchange(control, #"{"v":1,"cmd":"status"}"#).joined() }
                 func logSize() -> Int { ((try? FileManager.default.attributesOfItem(atPath: b.child.logPath))?[.size] as? Int) ?? 0 }
-                let watch = Watch(b.child.pid)
-                s.release("loud", args: "--notify --flood-output 200")
-                s.point(to: "loud")
-                let load = Load(port: port, clients: 8)
                 var worst = 0.0
                 var queries = 0
                 let started = Date()
-                watch.sampling {
-                    b.hup()
+                let stats = v.restart(into: "loud", args: "--notify --flood-output 200") {
                     // The log grows too fast to be read while waiting: ask the supervisor.
                     c.expect(eventually(20) { status().contains(#""serving":2"#) }, "generation 2 did not serve")
                     s.point(to: "good")
@@ -360,7 +267,7 @@ extension Reliability {
                     c.expect(exitOf(restart) == 0, "restart after the flood: \(restart.suffix(2))")
                     c.note("a restart right after it took \(Int(Date().timeIntervalSince(t) * 1000)) ms")
                 }
-                c.load(load.stop())
+                c.load(stats)
                 let size = logSize() >> 20
                 c.expect(size >= 200, "only \(size) MiB were written")
                 c.note(
@@ -368,8 +275,7 @@ extension Reliability {
                 )
                 c.limit =
                     "the app writes to the supervisor's own stdout and stderr: to a file that costs nothing, but if they are a pipe (systemd's journal, start_server's '--log-file=| cmd') a reader slower than the flood blocks the supervisor's log writes too"
-                watch.checkRunning(c)
-                stopAndCheck(b, watch, c, s)
+                v.finish(c)
                 // The supervisor's own lines are all there, between the app's.
                 let fd = open(b.child.logPath, O_RDONLY)
                 lseek(fd, -4096, SEEK_END)
@@ -385,19 +291,9 @@ extension Reliability {
         /// Shutting down the shared listener: the kernel stops the one socket
         /// every generation and the supervisor hold.
         func shutdownScenario(_ c: CaseRecord, first: String, second: String) throws {
-            let s = Scratch()
-            let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
-            c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
-            let port = try c.require(b.port, "no port")
-            let watch = Watch(b.child.pid)
-            s.release("next", args: second)
-            s.point(to: "next")
-            let load = Load(port: port, clients: 8)
-            watch.sampling {
-                b.hup()
-                usleep(1_500_000)
-            }
-            let during = load.stop()
+            let v = try Serving(c, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
+            let (b, port) = (v.b, v.port)
+            let during = v.restart(into: "next", args: second) { usleep(1_500_000) }
             // Afterwards: served again, without a single failure.
             let after = Load(port: port, clients: 8)
             usleep(500_000)
@@ -414,8 +310,7 @@ extension Reliability {
             c.note(line(b.log, containing: "was shut down") ?? "no log line")
             c.limit =
                 "shutdown(SHUT_RD or SHUT_RDWR) on a listening socket stops it for every process holding it (one socket, one state): the connections queued at that instant are reset and new ones refused until the supervisor, woken by EPOLLHUP, listens on it again. A unix socket cannot listen again once shut down. --handover gives each generation a socket of its own"
-            watch.checkRunning(c)
-            stopAndCheck(b, watch, c, s)
+            v.finish(c)
         }
 
         @Test func shutsDownTheSharedListenerWhileStarting() throws {
@@ -436,7 +331,7 @@ extension Reliability {
 
         /// Both shutdowns again in hand-over mode, in a private network
         /// namespace (net.ipv4.tcp_migrate_req=1 there only), load included.
-        @Test(.enabled(if: namespaces, "needs root, unshare and ip"))
+        @Test(.enabled(if: Peers.available(namespaces), "needs root, unshare and ip"))
         func shutdownsInHandoverMode() {
             faultCase("app.shutdown-listener-handover") { c in
                 let s = Scratch()
@@ -485,20 +380,4 @@ extension Reliability {
             }
         }
     }
-}
-
-/// Sends one datagram to a unix socket name (`@` for the abstract namespace).
-func sendDatagram(to name: String, _ text: String) -> Bool {
-    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    var bytes = Array(name.utf8)
-    if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-    let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
-    let n = text.withCString { msg in
-        withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, msg, strlen(msg), 0, $0, len) } }
-    }
-    return n > 0
 }

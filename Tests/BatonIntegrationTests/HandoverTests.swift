@@ -40,7 +40,7 @@ import Testing
         return (number("ok"), number("failed"), log, out)
     }
 
-    @Test(.enabled(if: available, "needs root, unshare and ip"))
+    @Test(.enabled(if: Peers.available(available), "needs root, unshare and ip"))
     func steeringLosesNothingWhereTheSharedSocketLosesInFlightRequests() {
         let shared = scenario(Scratch(), mode: ["--listen-mode", "shared"])
         let steered = scenario(Scratch(), mode: [], migrate: false)

@@ -56,56 +56,62 @@ import Testing
         // It turns unhealthy after 0.5 s; a new generation (healthy for its first 0.5 s) replaces it.
         #expect(eventually(10) { b.log.contains("unhealthy: 2 failed probes in a row") }, "\(b.log)")
         #expect(b.waitServing(2))
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
-    static let gunicorn = FileManager.default.isExecutableFile(atPath: "/usr/bin/gunicorn")
+    /// Starts `command` (release "good" of `s`) with `--health /health`
+    /// under `baton start`, then, under load, restarts into release "bad"
+    /// (refused with exit 6, `refusal` in the output) and back into "good"
+    /// (exit 0); stops it and returns what the load counted.
+    func brokenReleaseIsRefused(
+        _ s: Scratch, options: [String], command: [String], clients: Int = 4, refusal: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (answer: String?, load: Load.Stats) {
+        s.point(to: "good")
+        let d = Daemon(s: s)
+        let start = batonCommand(
+            ["start", "--pid-file", d.pidFile, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health"]
+                + ["--settle", "0"] + options + ["--"] + command, in: s)
+        #expect(start.code == 0, "\(start.output)", sourceLocation: sourceLocation)
+        let port = try #require(d.port, sourceLocation: sourceLocation)
+        let answer = body(httpGet(port: port))
+        let load = Load(port: port, clients: clients)
+        s.point(to: "bad")
+        let broken = d.run("restart")
+        #expect(broken.code == 6, "\(broken.output)", sourceLocation: sourceLocation)
+        #expect(broken.output.contains(refusal), "\(broken.output)", sourceLocation: sourceLocation)
+        s.point(to: "good")
+        let fine = d.run("restart")
+        #expect(fine.code == 0, "\(fine.output)", sourceLocation: sourceLocation)
+        let stats = load.stop()
+        #expect(d.run("stop").code == 0, sourceLocation: sourceLocation)
+        return (answer, stats)
+    }
 
-    @Test(.enabled(if: gunicorn, "needs Debian's gunicorn")) func gunicornWhoseAppFailsToImportIsRefused() throws {
+    @Test(.enabled(if: Peers.available(Tools.gunicorn != nil))) func gunicornWhoseAppFailsToImportIsRefused() throws {
+        let gunicorn = try #require(Tools.gunicorn, "gunicorn is missing: apt-get install gunicorn")
         let s = Scratch()
-        let good = s.release("good")
-        let bad = s.release("bad")
         let app = """
             def application(environ, start_response):
                 body = b"ok\\n" if environ["PATH_INFO"] == "/health" else b"gunicorn app\\n"
                 start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
                 return [body]
             """
-        try app.write(toFile: good + "/app.py", atomically: true, encoding: .utf8)
-        try ("raise ImportError('a dependency is missing')\n" + app).write(toFile: bad + "/app.py", atomically: true, encoding: .utf8)
-        s.point(to: "good")
-        let pid = s.path + "/app.pid"
-        let start = batonCommand(
-            [
-                "start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
-                "--ready", "notify", "--ready-timeout", "6s", "--", "/usr/bin/gunicorn", "--workers", "2", "app:application",
-            ], in: s)
-        #expect(start.code == 0, "\(start.output)")
-        let port = try #require(Daemon(s: s).port)
-        #expect(body(httpGet(port: port)) == "gunicorn app\n")
-        let load = Load(port: port, clients: 8)
-        s.point(to: "bad")
-        let broken = batonCommand(["restart", "--pid-file", pid], in: s)
-        #expect(broken.code == 6, "\(broken.output)")
-        #expect(
-            broken.output.contains("says it is ready (READY=1)"),
-            "gunicorn says READY=1 before its workers import the app: \(broken.output)")
-        s.point(to: "good")
-        let fine = batonCommand(["restart", "--pid-file", pid], in: s)
-        #expect(fine.code == 0, "\(fine.output)")
-        let stats = load.stop()
+        try app.write(toFile: s.release("good") + "/app.py", atomically: true, encoding: .utf8)
+        try ("raise ImportError('a dependency is missing')\n" + app).write(
+            toFile: s.release("bad") + "/app.py", atomically: true, encoding: .utf8)
+        // gunicorn says READY=1 before its workers import the app: the probe refuses it.
+        let (answer, stats) = try brokenReleaseIsRefused(
+            s, options: ["--ready", "notify", "--ready-timeout", "6s"], command: [gunicorn, "--workers", "2", "app:application"],
+            clients: 8, refusal: "says it is ready (READY=1)")
+        #expect(answer == "gunicorn app\n")
         #expect(stats.failed == 0, "\(stats.errors)")
         print("gunicorn: broken import refused by the probe; \(stats.ok) requests, \(stats.failed) failed")
-        #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
     }
 
-    static let starman = FileManager.default.isExecutableFile(atPath: "/usr/bin/starman")
-
-    @Test(.enabled(if: starman, "needs Debian's starman")) func starmanServesTheProbeAndABrokenHealthIsRefused() throws {
+    @Test(.enabled(if: Peers.available(Tools.hasStarman))) func starmanServesTheProbeAndABrokenHealthIsRefused() throws {
+        let starman = try #require(Tools.hasStarman ? Tools.starman : nil, "Starman is missing: apt-get install starman")
         let s = Scratch()
-        let good = s.release("good")
-        let bad = s.release("bad")
         let app = """
             my $status = $ENV{HEALTH_STATUS} || 200;
             sub {
@@ -114,69 +120,26 @@ import Testing
                 return [$env->{PATH_INFO} eq '/health' ? $status : 200, ['Content-Type' => 'text/plain', ($env->{PATH_INFO} eq '/health' ? () : ('Content-Length' => length $body))], [$body]];
             };
             """
-        try app.write(toFile: good + "/app.psgi", atomically: true, encoding: .utf8)
-        try app.replacingOccurrences(of: "|| 200", with: "|| 500").write(toFile: bad + "/app.psgi", atomically: true, encoding: .utf8)
-        s.point(to: "good")
-        let pid = s.path + "/app.pid"
-        let start = batonCommand(
-            [
-                "start", "--pid-file", pid, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health", "--settle", "0",
-                "--ready-timeout", "5s", "--signal-on-hup", "QUIT", "--", "/usr/bin/starman", "--workers", "2", "--preload-app", "app.psgi",
-            ], in: s)
-        #expect(start.code == 0, "\(start.output)")
-        let port = try #require(Daemon(s: s).port)
-        let load = Load(port: port, clients: 4)
-        s.point(to: "bad")
-        let broken = batonCommand(["restart", "--pid-file", pid], in: s)
-        #expect(broken.code == 6, "\(broken.output)")
-        #expect(broken.output.contains("500 Internal Server Error: database unreachable"), "\(broken.output)")
-        s.point(to: "good")
-        let fine = batonCommand(["restart", "--pid-file", pid], in: s)
-        #expect(fine.code == 0, "Starman serves the private health listener too: \(fine.output)")
-        _ = load.stop()
-        #expect(body(httpGet(port: port)) == "starman app\n")
-        #expect(batonCommand(["stop", "--pid-file", pid], in: s).code == 0)
+        try app.write(toFile: s.release("good") + "/app.psgi", atomically: true, encoding: .utf8)
+        try app.replacingOccurrences(of: "|| 200", with: "|| 500").write(
+            toFile: s.release("bad") + "/app.psgi", atomically: true, encoding: .utf8)
+        // Starman serves the private health listener too.
+        let (answer, _) = try brokenReleaseIsRefused(
+            s, options: ["--ready-timeout", "5s", "--signal-on-hup", "QUIT"],
+            command: [starman, "--workers", "2", "--preload-app", "app.psgi"],
+            refusal: "500 Internal Server Error: database unreachable")
+        #expect(answer == "starman app\n")
     }
 
-    static let demo = FileManager.default.isExecutableFile(atPath: Binaries.directory + "/baton-demo")
-
-    @Test(.enabled(if: demo, "needs the release-built baton-demo")) func theSwiftDemoWithABrokenHealthIsRefused() throws {
+    @Test func theSwiftDemoWithABrokenHealthIsRefused() throws {
         let s = Scratch()
-        for (name, status) in [("good", nil), ("broken", "500")] {
+        for (name, status) in [("good", nil), ("bad", "500")] {
             let dir = s.release(name)
-            try FileManager.default.copyItem(
-                atPath: packageRoot() + "/examples/demo/releases/v1/templates", toPath: dir + "/templates")
+            try FileManager.default.copyItem(atPath: Paths.examples + "/demo/releases/v1/templates", toPath: dir + "/templates")
             if let status { try status.write(toFile: dir + "/health-status", atomically: true, encoding: .utf8) }
         }
-        s.point(to: "good")
-        let d = Daemon(s: s)
-        let start = batonCommand(
-            [
-                "start", "--pid-file", d.pidFile, "--listen", "127.0.0.1:0", "--dir", s.path + "/current", "--health", "/health",
-                "--settle", "0",
-                "--ready", "notify", "--ready-timeout", "3s", "--", Binaries.directory + "/baton-demo",
-            ], in: s)
-        #expect(start.code == 0, "\(start.output)")
-        let port = try #require(d.port)
-        let load = Load(port: port, clients: 4)
-        s.point(to: "broken")
-        let broken = d.run("restart")
-        #expect(broken.code == 6, "\(broken.output)")
-        #expect(broken.output.contains("500"), "\(broken.output)")
-        s.point(to: "good")
-        let fine = d.run("restart")
-        #expect(fine.code == 0, "\(fine.output)")
-        let stats = load.stop()
+        let (_, stats) = try brokenReleaseIsRefused(
+            s, options: ["--ready", "notify", "--ready-timeout", "3s"], command: [Paths.demo], refusal: "500")
         #expect(stats.failed == 0, "\(stats.errors)")
-        #expect(d.run("stop").code == 0)
     }
-}
-
-/// The package's root: the first directory above the binaries with a Package.swift.
-func packageRoot() -> String {
-    var dir = Binaries.directory
-    while dir.count > 1, !FileManager.default.fileExists(atPath: dir + "/Package.swift") {
-        dir = (dir as NSString).deletingLastPathComponent
-    }
-    return dir
 }

@@ -71,13 +71,7 @@ extension Reliability {
                 usleep(300_000)
                 c.load(load.stop())
                 // A slow request keeps generation 1 draining for a while.
-                let slow = Mutex<String?>(nil)
-                let done = DispatchSemaphore(value: 0)
-                Thread.detachNewThread {
-                    let r = body(httpGet(port: port, path: "/slow?ms=2000"))
-                    slow.withLock { $0 = r }
-                    done.signal()
-                }
+                let slow = Threaded { body(httpGet(port: port, path: "/slow?ms=2000")) }
                 usleep(200_000)
                 let stop = Child(Binaries.baton, ["stop", "--pid-file", d.pidFile], log: s.path + "/stop.log", cwd: s.path)
                 usleep(300_000)
@@ -86,8 +80,9 @@ extension Reliability {
                 c.expect(restart.output.contains("the supervisor is stopping"), "\(restart.output)")
                 c.note("restart: exit \(restart.code.map(String.init) ?? "?"), \(line(restart.output, containing: "stopping") ?? "")")
                 c.expect(stop.wait(20) == 0, "stop: \(stop.log)")
-                c.expect(done.wait(timeout: .now() + 10) == .success, "the slow request did not end")
-                c.expect(slow.withLock { $0 }?.hasPrefix("good gen=1") == true, "the slow request was cut by the stop")
+                let answer = slow.value(within: 10)
+                c.expect(answer != nil, "the slow request did not end")
+                c.expect(answer??.hasPrefix("good gen=1") == true, "the slow request was cut by the stop")
                 c.note("stop: exit 0 after the 2 s request drained: '\(line(stop.log, containing: "stopped") ?? "")'")
                 let late = d.run("restart")
                 c.expect(late.code == 3, "restart after the stop: \(late.output)")
@@ -148,9 +143,7 @@ extension Reliability {
                 c.load(load.stop())
                 c.expect(b.log.contains("another deploy is running; waiting"), "the second deploy did not wait: \(b.log)")
                 c.expect(body(httpGet(port: port))?.hasPrefix("v3 gen=3") == true, "v3 does not serve")
-                c.expect(
-                    (try? FileManager.default.destinationOfSymbolicLink(atPath: s.path + "/current")) == s.path + "/releases/v3",
-                    "current does not name v3")
+                c.expect(s.pointed() == "v3", "current does not name v3")
                 c.note("both exit 0; the second printed 'another deploy is running; waiting'; v3 serves as generation 3")
                 c.note("the lock file app.pid.deploy-lock stays, as lock files do")
                 watch.checkRunning(c)
@@ -172,9 +165,7 @@ extension Reliability {
                 c.load(load.stop())
                 c.expect(r.code == 2, "exit \(String(describing: r.code)): \(r.output)")
                 c.expect(r.output.contains("--release \(s.path)/releases/nope: No such file or directory; nothing was changed"), r.output)
-                c.expect(
-                    (try? FileManager.default.destinationOfSymbolicLink(atPath: s.path + "/current")) == s.path + "/releases/good",
-                    "the symlink moved")
+                c.expect(s.pointed() == "good", "the symlink moved")
                 c.note("exit 2: '\(r.output.trimmingCharacters(in: .whitespacesAndNewlines))'")
                 watch.checkRunning(c)
                 stopDaemon(d, watch, c)

@@ -20,16 +20,8 @@ final class SshServer {
         }
         try? FileManager.default.copyItem(atPath: p + "/id.pub", toPath: p + "/authorized_keys")
         mkdir("/run/sshd", 0o755)
-        // A free port: bind 0, read it, close.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        close(fd)
-        port = UInt16(bigEndian: addr.sin_port)
+        // sshd cannot be told port 0: a free port outside the ephemeral range.
+        port = freePort()
         let config = """
             Port \(port)
             ListenAddress 127.0.0.1
@@ -82,7 +74,7 @@ final class SshServer {
         getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd")
         && FileManager.default.isExecutableFile(atPath: "/usr/bin/ssh")
 
-    @Test(.enabled(if: available, "needs root and openssh-server (installed by .ci/run)"), arguments: [false, true])
+    @Test(.enabled(if: Peers.available(available), "needs root and openssh-server (installed by .ci/run)"), arguments: [false, true])
     func deployOverSshReturnsAtReadinessAndTheDaemonSurvives(tty: Bool) throws {
         let s = Scratch()
         chmod(s.path, 0o755)

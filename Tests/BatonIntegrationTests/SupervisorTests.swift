@@ -7,9 +7,7 @@ import Testing
 @Suite(.serialized) struct SupervisorTests {
     @Test func twentyRestartsUnderLoadFailNoRequest() throws {
         let s = Scratch()
-        let b = Baton(s, options: ["--settle", "0.2", "--ready", "notify"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0.2", "--ready", "notify"], app: ["--notify"])
         let load = Load(port: port, clients: 8)
         for n in 2...21 {
             b.hup()
@@ -22,8 +20,7 @@ import Testing
         let stats = load.stop()
         #expect(stats.failed == 0, "failed requests: \(stats.errors)")
         #expect(stats.ok > 100)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
         print("20 restarts under load: \(stats.ok) requests, \(stats.failed) failed")
     }
 
@@ -32,9 +29,7 @@ import Testing
         s.release("good")
         s.release("broken", args: "--crash-at-boot")
         s.point(to: "good")
-        let b = Baton(s, options: ["--dir", s.path + "/current", "--settle", "0.3"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--dir", s.path + "/current", "--settle", "0.3"], app: ["--notify"])
         let load = Load(port: port, clients: 8)
         s.point(to: "broken")
         for _ in 0..<3 {
@@ -52,8 +47,7 @@ import Testing
         // The failed ones were not retried in a loop.
         #expect(b.count("spawned") == 5)
         #expect(body(httpGet(port: port))?.hasPrefix("good gen=5") == true)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func aHungGenerationIsKilledAtTheReadyDeadline() throws {
@@ -72,8 +66,7 @@ import Testing
         let hungPid = try #require(b.child.lines("gen 2 pid").first.flatMap { pidIn($0.replacingOccurrences(of: "pid ", with: "pid=")) })
         #expect(eventually(10) { isGone(hungPid) })
         #expect(body(httpGet(port: port))?.hasPrefix("good gen=1") == true)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func anOldGenerationIgnoringTermIsKilledWithItsWholeGroup() throws {
@@ -81,9 +74,8 @@ import Testing
         s.release("stubborn", args: "--ignore-term --workers 2")
         s.release("good")
         s.point(to: "stubborn")
-        let b = Baton(s, options: ["--dir", s.path + "/current", "--settle", "0", "--drain-timeout", "1s"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(
+            s, options: ["--dir", s.path + "/current", "--settle", "0", "--drain-timeout", "1s"], app: ["--notify"])
         let master = try #require(pgidIn(body(httpGet(port: port, path: "/env"))))
         #expect(eventually(5) { processGroupMembers(master).count == 3 })
         let group = processGroupMembers(master)
@@ -92,31 +84,25 @@ import Testing
         #expect(b.waitServing(2))
         #expect(eventually(5) { b.count("sent SIGKILL to its process group") == 1 })
         #expect(eventually(5) { group.allSatisfy(isGone) }, "left running: \(group.filter { !isGone($0) })")
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func aCrashedServingGenerationComesBack() throws {
         let s = Scratch()
-        let b = Baton(s, options: ["--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
         let first = try #require(pidIn(body(httpGet(port: port))))
         kill(first, SIGKILL)
         #expect(b.waitServing(2))
         #expect(b.count("was killed unexpectedly by SIGKILL") == 1)
         let second = pidIn(body(httpGet(port: port)))
         #expect(second != nil && second != first)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func theChildGetsItsOwnListenPidAndOnlyTheListeners() throws {
         let s = Scratch()
         let sock = s.path + "/app.sock"
-        let b = Baton(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0"], app: ["--notify"])
         let env = try #require(body(httpGet(port: port, path: "/env")))
         let pid = try #require(pidIn(env))
         #expect(env.contains("LISTEN_PID=\(pid)\n"))
@@ -130,8 +116,7 @@ import Testing
         var st = stat()
         stat(sock, &st)
         #expect(st.st_mode & 0o777 == 0o660)
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
         #expect(!FileManager.default.fileExists(atPath: sock))
     }
 
@@ -149,8 +134,7 @@ import Testing
         let members = processGroupMembers(pid)
         #expect((try? String(contentsOfFile: status, encoding: .utf8)) == "1:\(pid)\n")
         #expect((try? String(contentsOfFile: b.pidFile, encoding: .utf8)) == "\(b.child.pid)\n")
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
         #expect(members.allSatisfy(isGone))
         for file in [sock, status, b.pidFile] {
             #expect(!FileManager.default.fileExists(atPath: file), "\(file) left behind")
@@ -163,9 +147,7 @@ import Testing
         s.release("v1")
         s.release("v2")
         s.point(to: "v1")
-        let b = Baton(s, options: ["--dir", s.path + "/current", "--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
+        let (b, port) = try Baton.serving(s, options: ["--dir", s.path + "/current", "--settle", "0"], app: ["--notify"])
         #expect(body(httpGet(port: port, path: "/env"))?.contains("BATON_RELEASE_DIR=\(s.path)/releases/v1\n") == true)
         s.point(to: "v2")
         b.hup()
@@ -173,30 +155,21 @@ import Testing
         let env = body(httpGet(port: port, path: "/env")) ?? ""
         #expect(env.contains("BATON_RELEASE_DIR=\(s.path)/releases/v2\n"))
         #expect(env.contains("cwd=\(s.path)/releases/v2\n"))
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 
     @Test func aSlowRequestIsFinishedByTheOldGeneration() throws {
         let s = Scratch()
-        let b = Baton(s, options: ["--settle", "0"], app: ["--notify"])
-        #expect(b.waitServing(1))
-        let port = try #require(b.port)
-        let slow = Mutex<String?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            let r = body(httpGet(port: port, path: "/slow?ms=1500"))
-            slow.withLock { $0 = r }
-            done.signal()
-        }
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
+        let slow = Threaded { body(httpGet(port: port, path: "/slow?ms=1500")) }
         usleep(200_000)
         b.hup()
         #expect(b.waitServing(2))
         #expect(body(httpGet(port: port))?.contains("gen=2") == true)
-        #expect(done.wait(timeout: .now() + 10) == .success)
-        #expect(slow.withLock { $0 }?.contains("gen=1") == true)
+        let answer = slow.value(within: 10)
+        #expect(answer != nil, "the slow request did not finish")
+        #expect(answer??.contains("gen=1") == true)
         #expect(eventually(5) { b.count("drained after") == 1 })
-        b.child.signal(SIGTERM)
-        #expect(b.child.wait() == 0)
+        b.stop()
     }
 }

@@ -179,30 +179,18 @@ import Testing
         #expect(result[1] == DeclaredListener(descriptor: 4, name: "baton-health"))
     }
 
-    @Test func countMismatchBetweenProtocols() {
+    @Test(arguments: [
         // More in SERVER_STARTER_PORT than in LISTEN_FDS.
-        self.expectCode(
-            .inconsistentEnvironment,
-            ["LISTEN_FDS": "1", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3;[::1]:8080=4"]
-        )
+        ["LISTEN_FDS": "1", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3;[::1]:8080=4"],
         // Fewer, and the extra descriptor is not named.
-        self.expectCode(
-            .inconsistentEnvironment,
-            ["LISTEN_FDS": "2", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"]
-        )
-        self.expectCode(
-            .inconsistentEnvironment,
-            ["LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "http:", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"]
-        )
+        ["LISTEN_FDS": "2", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"],
+        ["LISTEN_FDS": "2", "LISTEN_PID": "4242", "LISTEN_FDNAMES": "http:", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"],
         // A descriptor outside LISTEN_FDS's range.
-        self.expectCode(
-            .inconsistentEnvironment,
-            ["LISTEN_FDS": "1", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=7"]
-        )
-        self.expectCode(
-            .inconsistentEnvironment,
-            ["LISTEN_FDS": "0", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"]
-        )
+        ["LISTEN_FDS": "1", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=7"],
+        ["LISTEN_FDS": "0", "LISTEN_PID": "4242", "SERVER_STARTER_PORT": "127.0.0.1:8080=3"],
+    ])
+    func countMismatchBetweenProtocols(_ environment: [String: String]) {
+        self.expectCode(.inconsistentEnvironment, environment)
     }
 
     @Test func errorsDescribeThemselves() {

@@ -5,7 +5,7 @@ import Testing
 extension ClassicStack {
     /// examples/deploy/post-deploy.sh as a deploy tool runs it, with Starman and
     /// the example app: it starts baton, restarts it, and rolls a broken release back.
-    @Suite(.serialized, .enabled(if: Tools.hasStarman, "needs starman and libplack-perl (installed by .ci/run)"))
+    @Suite(.serialized, .enabled(if: Peers.available(Tools.hasStarman), "needs starman and libplack-perl (installed by .ci/run)"))
     struct DeployHookTests {
         @Test func thePostDeployHookStartsRestartsAndRollsBack() throws {
             let scratch = Scratch("deploy")

@@ -14,6 +14,7 @@ final class Nginx: @unchecked Sendable {
     /// `name` is its directory under the scratch directory; `network` runs it there.
     init(_ scratch: Scratch, upstream: String, port: UInt16 = freePort(), name: String = "nginx", network: PrivateNetwork? = nil) throws {
         self.port = port
+        let nginx = try #require(Tools.nginx, "nginx is missing: apt-get install nginx")
         let example = try String(contentsOfFile: Paths.examples + "/nginx/myapp.conf", encoding: .utf8)
         for marked in ["server 127.0.0.1:8080;", "listen 80;"] {
             try #require(example.contains(marked), "examples/nginx/myapp.conf lost its marked line '\(marked)'")
@@ -45,7 +46,7 @@ final class Nginx: @unchecked Sendable {
             }
 
             """)
-        let command = (network?.prefix ?? []) + [Tools.nginx!, "-p", dir, "-e", errorLog, "-c", dir + "/nginx.conf", "-g", "daemon off;"]
+        let command = (network?.prefix ?? []) + [nginx, "-p", dir, "-e", errorLog, "-c", dir + "/nginx.conf", "-g", "daemon off;"]
         child = Child(command[0], Array(command.dropFirst()), log: dir + "/stderr.log")
         let listening: @Sendable () -> Bool = {
             eventually(10) {

@@ -5,14 +5,14 @@ import Testing
 extension ClassicStack {
     /// nginx in front of baton (TCP and unix socket): restarts and a broken deploy
     /// under load cost no request and no 5xx at the client.
-    @Suite(.serialized, .enabled(if: Tools.nginx != nil, "needs nginx (installed by .ci/run)"))
+    @Suite(.serialized, .enabled(if: Peers.available(Tools.nginx != nil), "needs nginx (installed by .ci/run)"))
     struct NginxTests {
         @Test(arguments: ["tcp", "unix"])
         func restartsAndABrokenDeployBehindNginx(_ transport: String) throws {
             let scratch = Scratch("nginx")
-            scratch.testappRelease("v1")
-            scratch.testappRelease("v2")
-            scratch.testappRelease("broken", args: "--crash-at-boot")
+            scratch.release("v1")
+            scratch.release("v2")
+            scratch.release("broken", args: "--crash-at-boot")
             scratch.point(to: scratch.file("releases/v1"))
             let appPort = freePort()
             let socketPath = scratch.file("app.sock")
@@ -29,13 +29,7 @@ extension ClassicStack {
             try #require(eventually(10) { body(httpGet(.tcp(nginx.port)))?.hasPrefix("v1 gen=1 ") == true })
 
             let load = Load(.tcp(nginx.port), clients: 8, maxSeconds: 90)
-            for n in 2...6 {
-                baton.hup()
-                guard baton.waitServing(n) else {
-                    Issue.record("generation \(n) did not take over\n\(baton.log)")
-                    break
-                }
-            }
+            baton.restart(through: 2...6)
             // A broken release: deploy fails (6), `current` is pointed back, v1 keeps serving.
             let broken = baton.deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
             #expect(broken.status == 6, "\(broken.output)")

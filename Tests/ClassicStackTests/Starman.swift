@@ -6,29 +6,24 @@ import Testing
 // and the measurement of failed requests over restarts under wrk.
 
 /// The supervisors the Starman tests compare.
-enum Supervisor: String, Sendable, CustomStringConvertible {
-    /// Debian's Perl Server::Starter.
+enum Supervisor: String, Sendable, CustomStringConvertible, CaseIterable {
+    /// Debian's Perl Server::Starter: one socket shared by every generation.
     case perl = "Perl start_server"
-    /// `baton run`, one listener shared by every generation.
+    /// `baton run`: a socket per generation, new connections steered to the new one (the default).
     case baton = "baton run"
-    /// `baton run --handover`, one listener per generation.
-    case batonHandover = "baton run --handover"
-    /// Our drop-in `start_server`.
+    /// `baton run --listen-mode shared`: one listener shared by every generation.
+    case batonShared = "baton run --listen-mode shared"
+    /// Our drop-in `start_server` (steered by default).
     case ours = "start_server (ours)"
-    /// Our `start_server --handover`.
-    case oursHandover = "start_server (ours) --handover"
+    /// Our `start_server --listen-mode shared`.
+    case oursShared = "start_server (ours) --listen-mode shared"
 
     var description: String { rawValue }
 
-    var available: Bool {
-        switch self {
-        case .perl: Tools.perlStartServer != nil
-        case .baton: true
-        case .batonHandover: Features.batonHandover
-        case .ours: Features.ourStartServer
-        case .oursHandover: Features.startServerHandover
-        }
-    }
+    /// True for the shared-socket ones, which lose what Starman drops at its QUIT.
+    var shared: Bool { self == .perl || self == .batonShared || self == .oursShared }
+
+    var available: Bool { self != .perl || Tools.perlStartServer != nil }
 }
 
 /// A private network namespace (`unshare -n`) with loopback up and
@@ -99,20 +94,20 @@ final class StarmanUnder: @unchecked Sendable {
         let app = [Tools.starman!, "--workers", "\(workers)"] + starmanOptions + ["app.psgi"]
         var command: [String]
         switch supervisor {
-        case .perl, .ours, .oursHandover:
+        case .perl, .ours, .oursShared:
             // The Server::Starter command line, word for word the same for both.
             command = [
                 supervisor == .perl ? Tools.perlStartServer! : Paths.startServer,
                 "--port=127.0.0.1:\(port)", "--signal-on-hup=QUIT", "--interval=1",
                 "--dir=\(dir)", "--pid-file=\(pidFile)", "--status-file=\(statusFile)",
             ]
-            if supervisor == .oursHandover { command.append("--handover") }
-        case .baton, .batonHandover:
+            if supervisor == .oursShared { command.append("--listen-mode=shared") }
+        case .baton, .batonShared:
             command = [
                 Paths.baton, "run", "--listen", "127.0.0.1:\(port)", "--signal-on-hup", "QUIT",
                 "--dir", dir, "--pid-file", pidFile, "--status-file", statusFile,
             ]
-            if supervisor == .batonHandover { command.append("--handover") }
+            if supervisor == .batonShared { command += ["--listen-mode", "shared"] }
         }
         command = prefix + command + extra + ["--"] + app
         child = Child(command[0], Array(command.dropFirst()), log: scratch.file("\(supervisor.logName).log"), cwd: dir)
@@ -155,9 +150,9 @@ extension Supervisor {
         switch self {
         case .perl: "perl-start_server"
         case .baton: "baton"
-        case .batonHandover: "baton-handover"
+        case .batonShared: "baton-shared"
         case .ours: "start_server"
-        case .oursHandover: "start_server-handover"
+        case .oursShared: "start_server-shared"
         }
     }
 }
@@ -217,7 +212,8 @@ func measureStarmanRestarts(
         done += 1
         usleep(300_000)
     }
-    usleep(500_000)
+    // Longer than wrk's timeout and its sweep: a connection stuck in a dead queue shows as a timeout.
+    usleep(wrk.quietTail)
     let result = wrk.stop()
     #expect(result.requests > 1000, "\(supervisor): wrk made \(result.requests) requests\n\(wrk.child.log)")
     return RestartFigures(supervisor: supervisor, restarts: done, wrk: result)
@@ -232,23 +228,4 @@ func report(_ title: String, _ figures: [RestartFigures]) {
         text += "write \(f.wrk.writeErrors), timeout \(f.wrk.timeouts), non-2xx \(f.wrk.non2xx))\n"
     }
     print(text)
-}
-
-/// Runs `body` on a thread of its own; `value` waits for its result.
-final class Threaded<T: Sendable>: @unchecked Sendable {
-    private var result: T?
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ body: @escaping @Sendable () -> T) {
-        Thread.detachNewThread { [self] in
-            result = body()
-            done.signal()
-        }
-    }
-
-    var value: T {
-        done.wait()
-        done.signal()
-        return result!
-    }
 }

@@ -5,10 +5,11 @@ import Testing
 extension ClassicStack {
     /// Starman behind the supervisors: in-flight requests, release switches and
     /// restarts under load, measured against Perl's start_server in the same run.
-    @Suite(.serialized, .enabled(if: Tools.hasStarman, "needs starman and libplack-perl (installed by .ci/run)"))
+    @Suite(.serialized, .enabled(if: Peers.available(Tools.hasStarman), "needs starman and libplack-perl (installed by .ci/run)"))
     struct StarmanTests {
         /// A slow request in flight when the restart starts gets its 200 from the old generation.
         func slowRequestSurvives(_ supervisor: Supervisor) throws {
+            try #require(Tools.hasStarman, "starman or libplack-perl is missing")
             let scratch = Scratch("starman")
             let s = StarmanUnder(supervisor, scratch: scratch, dir: Paths.examples + "/psgi/releases/v1")
             defer { s.stop() }
@@ -31,6 +32,7 @@ extension ClassicStack {
 
         /// `--dir` names a `current` symlink: re-point it, HUP, and the new release serves.
         func releaseSwitch(_ supervisor: Supervisor) throws {
+            try #require(Tools.hasStarman, "starman or libplack-perl is missing")
             let scratch = Scratch("starman")
             scratch.point(to: Paths.examples + "/psgi/releases/v1")
             let s = StarmanUnder(supervisor, scratch: scratch, dir: scratch.file("current"))
@@ -50,34 +52,43 @@ extension ClassicStack {
 
         @Test func aReleaseSwitchUnderBaton() throws { try releaseSwitch(.baton) }
 
-        @Test(.enabled(if: Features.ourStartServer, "our start_server is not built yet"))
-        func aSlowRequestSurvivesARestartUnderOurStartServer() throws { try slowRequestSurvives(.ours) }
+        @Test func aSlowRequestSurvivesARestartUnderOurStartServer() throws { try slowRequestSurvives(.ours) }
 
-        @Test(.enabled(if: Features.ourStartServer, "our start_server is not built yet"))
-        func aReleaseSwitchUnderOurStartServer() throws { try releaseSwitch(.ours) }
+        @Test func aReleaseSwitchUnderOurStartServer() throws { try releaseSwitch(.ours) }
 
-        @Test(.enabled(if: Tools.perlStartServer != nil, "needs Debian's start_server (libserver-starter-perl)"))
-        func aSlowRequestSurvivesARestartUnderPerlStartServer() throws { try slowRequestSurvives(.perl) }
+        @Test(.enabled(if: Peers.available(Tools.perlStartServer != nil), "needs Debian's start_server (libserver-starter-perl)"))
+        func aSlowRequestSurvivesARestartUnderPerlStartServer() throws {
+            try #require(Tools.perlStartServer != nil, "Debian's start_server (libserver-starter-perl) is missing")
+            try slowRequestSurvives(.perl)
+        }
 
         /// Eight restarts under wrk -c32 with `Connection: close`, each supervisor in
-        /// turn in the same run. Starman itself drops a few connections at each
-        /// restart of a shared socket (docs/starman-restarts.md), so the figures of
-        /// the shared-socket supervisors are draws from one distribution: Baton's
-        /// must not be worse than Perl's beyond that noise, and must have no
-        /// failure of another kind.
-        @Test(.enabled(if: Tools.wrk != nil && Tools.perlStartServer != nil, "needs wrk and Debian's start_server"))
+        /// turn in the same run, as an ordinary user would run them here (the
+        /// root network namespace, whatever its tcp_migrate_req). Starman drops
+        /// the connections it accepted just before its QUIT: on a shared socket
+        /// no supervisor can stop that, so the shared-socket figures are draws
+        /// from one distribution (Baton's must not be worse than Perl's beyond
+        /// that noise). Steered, nothing is queued on the old socket when
+        /// Starman gets its signal: zero.
+        @Test(.enabled(if: Peers.available(Tools.wrk != nil && Tools.perlStartServer != nil), "needs wrk and Debian's start_server"))
         func restartsUnderLoadAgainstPerlStartServer() throws {
+            try #require(Tools.wrk != nil, "wrk is missing")
+            try #require(Tools.perlStartServer != nil, "Debian's start_server (libserver-starter-perl) is missing")
             let scratch = Scratch("starman-load")
             let restarts = 8
             var figures: [RestartFigures] = []
-            for supervisor in [Supervisor.perl, .baton, .ours] where supervisor.available {
+            for supervisor in [Supervisor.perl, .batonShared, .baton, .ours] {
                 if let f = measureStarmanRestarts(supervisor, restarts: restarts, scratch: scratch) { figures.append(f) }
             }
-            report("Starman, \(restarts) restarts, wrk -c32 Connection: close, shared socket", figures)
+            report("Starman, \(restarts) restarts, wrk -c32 Connection: close", figures)
             let perl = try #require(figures.first { $0.supervisor == .perl })
             for f in figures where f.supervisor != .perl {
                 #expect(f.restarts == restarts)
-                Self.expectOnlyStarmansLosses(f, against: perl)
+                if f.supervisor.shared {
+                    Self.expectOnlyStarmansLosses(f, against: perl)
+                } else {
+                    #expect(f.wrk.failed == 0, "\(f)")
+                }
             }
         }
 

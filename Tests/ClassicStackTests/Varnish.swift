@@ -12,11 +12,12 @@ final class Varnish: @unchecked Sendable {
     /// `backendPort` replaces the example's 8080; `options` are more varnishd flags (`-t 1`).
     init(_ scratch: Scratch, backendPort: UInt16, port: UInt16 = freePort(), options: [String] = []) throws {
         self.port = port
+        let varnishd = try #require(Tools.varnishd, "varnishd is missing: apt-get install varnish")
         let vcl = try Varnish.rewritten(backendPort: backendPort)
         scratch.write("default.vcl", vcl)
         workdir = scratch.file("varnish")
         child = Child(
-            Tools.varnishd!,
+            varnishd,
             ["-F", "-n", workdir, "-a", "127.0.0.1:\(port)", "-f", scratch.file("default.vcl"), "-s", "malloc,256m"] + options,
             log: scratch.file("varnishd.log"))
         try #require(

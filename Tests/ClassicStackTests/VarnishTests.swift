@@ -4,14 +4,15 @@ import Testing
 
 extension ClassicStack {
     /// The Varnish example: it compiles, and it runs in the chain client -> nginx -> Varnish -> baton.
-    @Suite(.serialized, .enabled(if: Tools.varnishd != nil, "needs varnish (installed by .ci/run)"))
+    @Suite(.serialized, .enabled(if: Peers.available(Tools.varnishd != nil), "needs varnish (installed by .ci/run)"))
     struct VarnishTests {
         /// `varnishd -C` compiles the example as shipped and as the tests rewrite it.
         @Test func theExampleCompiles() throws {
             let scratch = Scratch("varnish")
             scratch.write("rewritten.vcl", try Varnish.rewritten(backendPort: 18080))
             for file in [Paths.examples + "/varnish/default.vcl", scratch.file("rewritten.vcl")] {
-                let r = run(Tools.varnishd!, ["-C", "-n", scratch.file("compile"), "-f", file], timeout: 60)
+                let r = run(
+                    try #require(Tools.varnishd, "varnishd is missing"), ["-C", "-n", scratch.file("compile"), "-f", file], timeout: 60)
                 #expect(r.status == 0, "\(file): \(r.output.suffix(2000))")
                 #expect(r.output.contains("VGC_function_vcl_recv"), "no C code for vcl_recv")
             }
@@ -20,11 +21,11 @@ extension ClassicStack {
         /// Restarts and a broken deploy under load through the whole chain: no
         /// failed request, no 5xx. Then the app stops altogether: the probe marks
         /// it sick and a cached page is still served from grace, long past its TTL.
-        @Test(.enabled(if: Tools.nginx != nil, "needs nginx (installed by .ci/run)"))
+        @Test(.enabled(if: Peers.available(Tools.nginx != nil), "needs nginx (installed by .ci/run)"))
         func theChainRidesThroughRestartsAndServesFromGraceWhenTheAppIsDown() throws {
             let scratch = Scratch("varnish")
-            scratch.testappRelease("v1")
-            scratch.testappRelease("broken", args: "--crash-at-boot")
+            scratch.release("v1")
+            scratch.release("broken", args: "--crash-at-boot")
             scratch.point(to: scratch.file("releases/v1"))
             let appPort = freePort()
             let command = [Paths.testapp, "--notify"]
@@ -45,13 +46,7 @@ extension ClassicStack {
 
             // Unique URLs: every request goes through to the app.
             let load = Load(.tcp(nginx.port), clients: 8, uniquePaths: true, maxSeconds: 90)
-            for n in 2...4 {
-                baton.hup()
-                guard baton.waitServing(n) else {
-                    Issue.record("generation \(n) did not take over\n\(baton.log)")
-                    break
-                }
-            }
+            baton.restart(through: 2...4)
             let broken = baton.deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
             #expect(broken.status == 6, "\(broken.output)")
             usleep(500_000)

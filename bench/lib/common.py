@@ -58,39 +58,37 @@ def _read(path):
         return None
 
 
+def _stat_fields(pid):
+    """The fields of /proc/PID/stat after the command (state, ppid, pgrp,
+    session, ...), or None when the process is gone."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat[stat.rindex(")") + 2 :].split() if stat else None
+
+
+def _processes_where(test):
+    """Pids of the live processes whose stat fields pass `test`."""
+    found = []
+    for name in os.listdir("/proc"):
+        fields = _stat_fields(name) if name.isdigit() else None
+        if fields and test(fields):
+            found.append(int(name))
+    return found
+
+
 def alive(pid):
     """The process exists and is not a zombie."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def session_members(sid):
     """Pids of the processes in session `sid`."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _read(f"/proc/{name}/stat")
-        if not stat:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid:
-            found.append(int(name))
-    return found
+    return _processes_where(lambda fields: int(fields[3]) == sid)
 
 
 def children_of(pid):
     """Pids whose parent is `pid`."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _read(f"/proc/{name}/stat")
-        if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(name))
-    return found
+    return _processes_where(lambda fields: int(fields[1]) == pid)
 
 
 class Usage:

@@ -22,6 +22,19 @@ def _num(n):
     return "–" if n is None else f"{n:,}"
 
 
+def _section(out, sc, key, title, needed):
+    """Starts the section `title` for scenario `key`; returns its data, or
+    None (with the error written) when it is missing or has no `needed`."""
+    if key not in sc:
+        return None
+    data = sc[key]
+    out.append(f"\n## {title}\n")
+    if needed not in data:
+        out.append(f"Error: {data.get('error')}\n")
+        return None
+    return data
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for r in rows:
@@ -59,154 +72,130 @@ def write_markdown(data, path):
         )
     sc = data["scenarios"]
 
-    if "failed" in sc:
-        f = sc["failed"]
-        out.append("\n## 1. Failed requests during restarts\n")
-        if "error" in f and "runs" not in f:
-            out.append(f"Error: {f['error']}\n")
-        else:
+    f = _section(out, sc, "failed", "1. Failed requests during restarts", "runs")
+    if f:
+        out.append(
+            f"wrk, 64 connections, {f['restarts_per_run']} restarts one after another (each waited for until the new "
+            "generation is listed and the old one has left the status file, at most 3 s, 1.5 s with keep-alive, then 0.3 s), 2 s of load before "
+            "and after. Starman: 4 workers, `--signal-on-hup=QUIT` (behind nginx `--disable-keepalive`, as "
+            "examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: examples/nginx/myapp.conf. "
+            "Failed = socket errors + non-2xx. With keep-alive, a connection the server closes between two requests "
+            "counts as a read error in wrk (a browser or nginx would retry it).\n\n"
+        )
+        rows = []
+        flagged = False
+        for r in f["runs"]:
+            where = f"{r['app']}, {'keep-alive' if r['keepalive'] else 'close'}, {'nginx' if r['nginx'] else 'direct'}"
+            if "error" in r:
+                rows.append([where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), "error", "", "", "", "", "", "", ""])
+                continue
+            artifact = r["read"] > 0.5 * max(1, r["requests"])
+            flagged = flagged or artifact
+            rows.append([
+                where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), r["restarts"], _num(r["requests"]),
+                f"**{r['failed']}**" + (" †" if artifact else ""), r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
+                f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
+            ])
+        out.append(_table(["app, connections, path", "supervisor", "restarts", "requests", "failed", "non-2xx",
+                           "socket errors c/r/w/t", "p50 ms", "p99 ms", "max ms"], rows))
+        if flagged:
             out.append(
-                f"wrk, 64 connections, {f['restarts_per_run']} restarts one after another (each waited for until the new "
-                "generation is listed and the old one has left the status file, at most 3 s, 1.5 s with keep-alive, then 0.3 s), 2 s of load before "
-                "and after. Starman: 4 workers, `--signal-on-hup=QUIT` (behind nginx `--disable-keepalive`, as "
-                "examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: examples/nginx/myapp.conf. "
-                "Failed = socket errors + non-2xx. With keep-alive, a connection the server closes between two requests "
-                "counts as a read error in wrk (a browser or nginx would retry it).\n\n"
+                "\n† More read errors than half the requests: the app answers a `Connection: close` request without "
+                "`Connection: close` in its answer and then closes, so wrk sends its next request on the closed "
+                "connection and counts one read error per request, with or without restarts. An artifact of the app "
+                "and wrk, not of the restarts: compare these rows with each other only.\n"
             )
-            rows = []
-            flagged = False
-            for r in f["runs"]:
-                where = f"{r['app']}, {'keep-alive' if r['keepalive'] else 'close'}, {'nginx' if r['nginx'] else 'direct'}"
-                if "error" in r:
-                    rows.append([where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), "error", "", "", "", "", "", "", ""])
-                    continue
-                artifact = r["read"] > 0.5 * max(1, r["requests"])
-                flagged = flagged or artifact
-                rows.append([
-                    where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), r["restarts"], _num(r["requests"]),
-                    f"**{r['failed']}**" + (" †" if artifact else ""), r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
-                    f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
-                ])
-            out.append(_table(["app, connections, path", "supervisor", "restarts", "requests", "failed", "non-2xx",
-                               "socket errors c/r/w/t", "p50 ms", "p99 ms", "max ms"], rows))
-            if flagged:
-                out.append(
-                    "\n† More read errors than half the requests: the app answers a `Connection: close` request without "
-                    "`Connection: close` in its answer and then closes, so wrk sends its next request on the closed "
-                    "connection and counts one read error per request, with or without restarts. An artifact of the app "
-                    "and wrk, not of the restarts: compare these rows with each other only.\n"
-                )
 
-    if "latency" in sc:
-        lat = sc["latency"]
-        out.append("\n## 2. Restart latency\n")
-        if "variants" not in lat:
-            out.append(f"Error: {lat.get('error')}\n")
-        else:
-            out.append(
-                f"The test app (baton-testapp), no load, {lat['restarts_per_variant']} restarts per variant, in turn. From the "
-                "restart command to: the new generation serving (baton: its `serving` event, when the old one is signalled; "
-                "Server::Starter: the status file lists the new generation, which is when it signals the old one), the old "
-                "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
-                "Perl's `start_server --restart` polls the status file once a second).\n\n"
-            )
-            rows = []
-            for r in lat["variants"]:
-                rows.append([r["variant"], f"`{r['command']}`", _ms(r["serving"]["median_s"]), _ms(r["serving"]["max_s"]),
-                             _ms(r["old_exited"]["median_s"]), _ms(r["old_exited"]["max_s"]),
-                             _ms(r["returned"]["median_s"]), _ms(r["returned"]["max_s"])])
-            out.append(_table(["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"], rows))
+    lat = _section(out, sc, "latency", "2. Restart latency", "variants")
+    if lat:
+        out.append(
+            f"The test app (baton-testapp), no load, {lat['restarts_per_variant']} restarts per variant, in turn. From the "
+            "restart command to: the new generation serving (baton: its `serving` event, when the old one is signalled; "
+            "Server::Starter: the status file lists the new generation, which is when it signals the old one), the old "
+            "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
+            "Perl's `start_server --restart` polls the status file once a second).\n\n"
+        )
+        rows = []
+        for r in lat["variants"]:
+            rows.append([r["variant"], f"`{r['command']}`", _ms(r["serving"]["median_s"]), _ms(r["serving"]["max_s"]),
+                         _ms(r["old_exited"]["median_s"]), _ms(r["old_exited"]["max_s"]),
+                         _ms(r["returned"]["median_s"]), _ms(r["returned"]["max_s"])])
+        out.append(_table(["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"], rows))
 
-    if "overhead" in sc:
-        o = sc["overhead"]
-        out.append("\n## 3. Overhead\n")
-        if "rows" not in o:
-            out.append(f"Error: {o.get('error')}\n")
-        else:
-            out.append(
-                f"wrk -t2 -c64 for {o['seconds']} s after a warm-up, {o['rounds']} round(s), the setups in turn (forward, then backward); the demo with keep-alive, Starman "
-                "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
-                "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
-            )
-            rows = []
-            for r in o["rows"]:
-                setup = "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"])
-                rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}",
-                             f"{r['p99_ms']:.2f}"])
-            out.append(_table(["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"], rows))
+    o = _section(out, sc, "overhead", "3. Overhead", "rows")
+    if o:
+        out.append(
+            f"wrk -t2 -c64 for {o['seconds']} s after a warm-up, {o['rounds']} round(s), the setups in turn (forward, then backward); the demo with keep-alive, Starman "
+            "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
+            "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
+        )
+        rows = []
+        for r in o["rows"]:
+            setup = "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"])
+            rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}",
+                         f"{r['p99_ms']:.2f}"])
+        out.append(_table(["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"], rows))
 
-    if "footprint" in sc:
-        fp = sc["footprint"]
-        out.append("\n## 4. Footprint\n")
-        if "rows" not in fp:
-            out.append(f"Error: {fp.get('error')}\n")
-        else:
-            first = fp["rows"][0]
-            out.append(
-                f"The supervisor process alone (not the app), the test app under each. Idle: {first['idle']['seconds']} s "
-                f"side by side. Then {first['restarts']['count']} restarts each, in turn (HUP, until the old generation is gone). "
-                "CPU time from /proc/PID/task/*/schedstat, context switches of every thread.\n\n"
-            )
-            rows = []
-            for r in fp["rows"]:
-                i, b = r["idle"], r["restarts"]
-                rows.append([r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
-                             i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
-                             b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])])
-            out.append(_table(["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches",
-                               "restarts: CPU ms", "ctx switches", "RSS peak", "median restart"], rows))
+    fp = _section(out, sc, "footprint", "4. Footprint", "rows")
+    if fp:
+        first = fp["rows"][0]
+        out.append(
+            f"The supervisor process alone (not the app), the test app under each. Idle: {first['idle']['seconds']} s "
+            f"side by side. Then {first['restarts']['count']} restarts each, in turn (HUP, until the old generation is gone). "
+            "CPU time from /proc/PID/task/*/schedstat, context switches of every thread.\n\n"
+        )
+        rows = []
+        for r in fp["rows"]:
+            i, b = r["idle"], r["restarts"]
+            rows.append([r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
+                         i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
+                         b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])])
+        out.append(_table(["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches",
+                           "restarts: CPU ms", "ctx switches", "RSS peak", "median restart"], rows))
 
-    if "scale" in sc:
-        s = sc["scale"]
-        out.append("\n## 5. Scale\n")
-        if "rows" not in s:
-            out.append(f"Error: {s.get('error')}\n")
-        else:
-            out.append(
-                "The test app on 1, 4 and 16 listeners, restarts under wrk -t2 -c8 (`Connection: close`) on the last "
-                "listener; each supervisor at its fastest safe setting (Perl's start_server has no readiness: --interval=0 "
-                "signals the old generation at once).\n\n"
-            )
-            rows = [[r["listeners"], r["supervisor"], r["restarts"], _ms(r["median_restart_s"]), _ms(r["max_restart_s"]),
-                     _num(r["requests"]), r["failed"], _mb(r["rss_kb"]), r["fds"]] for r in s["rows"]]
-            out.append(_table(["listeners", "supervisor", "restarts", "median restart", "max", "requests", "failed",
-                               "supervisor RSS", "supervisor fds"], rows))
-            out.append("\nRestarts in a row (1 listener, no load):\n\n")
-            rows = [[r["supervisor"], _num(r["restarts"]), f"{r['seconds']:.0f} s", _ms(r["median_restart_s"]),
-                     f"{_mb(r['rss_kb_start'])} → {_mb(r['rss_kb_end'])}", f"{r['fds_start']} → {r['fds_end']}",
-                     f"{r['cpu_ms']:.0f}", r.get("hups_missed", "-"), "yes" if r["serves_after"] else "NO"]
-                    for r in s["long"]]
-            out.append(_table(["supervisor", "restarts", "took", "median restart", "RSS start → end", "fds start → end",
-                               "CPU ms", "HUPs missed", "serves after"], rows))
-            out.append("\nHUPs missed: a HUP after which no new generation came within 5 s, so it was sent again "
-                       "(that restart's time is left out of the median, not its CPU). Perl's start_server decides to block "
-                       "when no signal is queued, then clears its flag and blocks in wait(): a HUP landing in between "
-                       "waits for the next child exit.\n")
+    s = _section(out, sc, "scale", "5. Scale", "rows")
+    if s:
+        out.append(
+            "The test app on 1, 4 and 16 listeners, restarts under wrk -t2 -c8 (`Connection: close`) on the last "
+            "listener; each supervisor at its fastest safe setting (Perl's start_server has no readiness: --interval=0 "
+            "signals the old generation at once).\n\n"
+        )
+        rows = [[r["listeners"], r["supervisor"], r["restarts"], _ms(r["median_restart_s"]), _ms(r["max_restart_s"]),
+                 _num(r["requests"]), r["failed"], _mb(r["rss_kb"]), r["fds"]] for r in s["rows"]]
+        out.append(_table(["listeners", "supervisor", "restarts", "median restart", "max", "requests", "failed",
+                           "supervisor RSS", "supervisor fds"], rows))
+        out.append("\nRestarts in a row (1 listener, no load):\n\n")
+        rows = [[r["supervisor"], _num(r["restarts"]), f"{r['seconds']:.0f} s", _ms(r["median_restart_s"]),
+                 f"{_mb(r['rss_kb_start'])} → {_mb(r['rss_kb_end'])}", f"{r['fds_start']} → {r['fds_end']}",
+                 f"{r['cpu_ms']:.0f}", r.get("hups_missed", "-"), "yes" if r["serves_after"] else "NO"]
+                for r in s["long"]]
+        out.append(_table(["supervisor", "restarts", "took", "median restart", "RSS start → end", "fds start → end",
+                           "CPU ms", "HUPs missed", "serves after"], rows))
+        out.append("\nHUPs missed: a HUP after which no new generation came within 5 s, so it was sent again "
+                   "(that restart's time is left out of the median, not its CPU). Perl's start_server decides to block "
+                   "when no signal is queued, then clears its flag and blocks in wait(): a HUP landing in between "
+                   "waits for the next child exit.\n")
 
-    if "deploy" in sc:
-        d = sc["deploy"]
-        out.append("\n## 6. Cold start and deploy\n")
-        if "rows" not in d:
-            out.append(f"Error: {d.get('error')}\n")
-        else:
-            out.append(
-                f"Median of {d['rounds']} round(s). Baton: `baton start --dir LINK ... -- APP` (a daemon, returns once the app is "
-                "ready), then `baton deploy --release DIR --current LINK ... -- APP`. Classic: bench/classic/deploy.sh: re-point `current`, then "
-                "`start_server --restart` if `start-stop-daemon --status` says it runs, else `start-stop-daemon --start "
-                "--background ... start_server --interval=1 ...`. \"first answer\" is the first 200 on GET / (polled every "
-                "5 ms from the command's start); after a deploy, the first from release v2.\n\n"
-            )
-            names = {"baton": "baton start / baton deploy", "perl": "start-stop-daemon + Perl start_server + script",
-                     "ours": "start-stop-daemon + start_server (ours) + script"}
-            rows = []
-            for r in d["rows"]:
-                if "error" in r:
-                    rows.append([r["app"], names[r["side"]], "error", "", "", ""])
-                    continue
-                rows.append([r["app"], names[r["side"]], _s(r["start_first_answer_s"]), _s(r["start_returned_s"]),
-                             _s(r["deploy_first_answer_s"]), _s(r["deploy_returned_s"])])
-            out.append(_table(["app", "how", "start: first answer", "start: command returned", "deploy: first v2 answer",
-                               "deploy: command returned"], rows))
+    d = _section(out, sc, "deploy", "6. Cold start and deploy", "rows")
+    if d:
+        out.append(
+            f"Median of {d['rounds']} round(s). Baton: `baton start --dir LINK ... -- APP` (a daemon, returns once the app is "
+            "ready), then `baton deploy --release DIR --current LINK ... -- APP`. Classic: bench/classic/deploy.sh: re-point `current`, then "
+            "`start_server --restart` if `start-stop-daemon --status` says it runs, else `start-stop-daemon --start "
+            "--background ... start_server --interval=1 ...`. \"first answer\" is the first 200 on GET / (polled every "
+            "5 ms from the command's start); after a deploy, the first from release v2.\n\n"
+        )
+        names = {"baton": "baton start / baton deploy", "perl": "start-stop-daemon + Perl start_server + script",
+                 "ours": "start-stop-daemon + start_server (ours) + script"}
+        rows = []
+        for r in d["rows"]:
+            if "error" in r:
+                rows.append([r["app"], names[r["side"]], "error", "", "", ""])
+                continue
+            rows.append([r["app"], names[r["side"]], _s(r["start_first_answer_s"]), _s(r["start_returned_s"]),
+                         _s(r["deploy_first_answer_s"]), _s(r["deploy_returned_s"])])
+        out.append(_table(["app", "how", "start: first answer", "start: command returned", "deploy: first v2 answer",
+                           "deploy: command returned"], rows))
 
     out.append("\n![requests/s and p99 during restarts](latest.png)\n")
     with open(path, "w") as f:
