@@ -30,17 +30,22 @@ public final class Load: @unchecked Sendable {
     private let stopFlag = Atomic<Bool>(false)
     private let group = DispatchGroup()
 
-    /// `uniquePaths` appends `?n=K` to each request so that a cache in between never answers it.
+    /// `uniquePaths` appends `?n=K` to each request so that a cache in between never answers it;
+    /// with `network`, every client thread enters that namespace first.
     public init(
         _ endpoint: Endpoint, clients: Int = 8, path: String = "/", uniquePaths: Bool = false, maxRequests: Int = 1_000_000,
-        maxSeconds: Double = 120, stall: Double = 5
+        maxSeconds: Double = 120, stall: Double = 5, network: PrivateNetwork? = nil
     ) {
+        let namespaceHolder = network?.holder.pid
         let deadline = Date().addingTimeInterval(maxSeconds)
         let perClient = maxRequests / clients
         let counter = Atomic<Int>(0)
         for _ in 0..<clients {
             group.enter()
             Thread.detachNewThread { [self] in
+                if let namespaceHolder {
+                    precondition(enterNetworkNamespace(of: namespaceHolder), "setns: \(String(cString: strerror(errno)))")
+                }
                 var n = 0
                 while !stopFlag.load(ordering: .relaxed), n < perClient, Date() < deadline {
                     n += 1
