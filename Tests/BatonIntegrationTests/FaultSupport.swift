@@ -325,6 +325,12 @@ enum ReliabilityReport {
         let configurations = Set(rows.values.compactMap { $0["configuration"] as? String }).sorted()
         let passed = rows.values.filter { $0["passed"] as? Bool == true }.count
         let seconds = Int(rows.values.compactMap { $0["seconds"] as? Double }.reduce(0, +))
+        // The commit the binaries were built from (a change not yet committed is marked).
+        let head = run("/usr/bin/git", ["-C", Paths.repository, "rev-parse", "--short=12", "HEAD"]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let dirty = !run("/usr/bin/git", ["-C", Paths.repository, "status", "--porcelain", "--", "Sources"]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+        let commit = head.isEmpty ? "an unknown commit" : "commit \(head)" + (dirty ? " with uncommitted changes under Sources" : "")
         var md = """
             # Reliability under faults and bad input
 
@@ -343,7 +349,7 @@ enum ReliabilityReport {
             row states the kernel's limit), the exit code and message, and that no
             process, zombie, descriptor or file is left behind.
 
-            Last run: \(rows.count) of \(FaultCase.all.count) cases, \(passed) passed, \(seconds) s in all (\(configurations.joined(separator: ", ")) build).
+            Last run: \(rows.count) of \(FaultCase.all.count) cases, \(passed) passed, \(seconds) s in all (\(configurations.joined(separator: ", ")) build), made from \(commit).
 
 
             """
