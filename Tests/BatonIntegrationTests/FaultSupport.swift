@@ -326,10 +326,10 @@ enum ReliabilityReport {
         let passed = rows.values.filter { $0["passed"] as? Bool == true }.count
         let seconds = Int(rows.values.compactMap { $0["seconds"] as? Double }.reduce(0, +))
         // The commit the binaries were built from (a change not yet committed is marked).
-        let head = run("/usr/bin/git", ["-C", Paths.repository, "rev-parse", "--short=12", "HEAD"]).output
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let dirty = !run("/usr/bin/git", ["-C", Paths.repository, "status", "--porcelain", "--", "Sources"]).output
-            .trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+        let revParse = run("/usr/bin/git", ["-C", Paths.repository, "rev-parse", "--short=12", "HEAD"]).output
+        let head = revParse.range(of: "^[0-9a-f]{12}", options: [.regularExpression, .anchored]).map { String(revParse[$0]) } ?? ""
+        let dirty = run("/usr/bin/git", ["-C", Paths.repository, "status", "--porcelain", "--", "Sources"]).output
+            .split(separator: "\n").contains { $0.dropFirst(3).hasPrefix("Sources/") }
         let commit = head.isEmpty ? "an unknown commit" : "commit \(head)" + (dirty ? " with uncommitted changes under Sources" : "")
         var md = """
             # Reliability under faults and bad input
