@@ -31,12 +31,20 @@ import Testing
         s.release("good", args: "--notify --drop-on-term")
         s.release("broken", args: "--crash-at-boot")
         s.point(to: "good")
+        // Copies of the binaries the unprivileged user can surely reach (the
+        // checkout may sit below a directory only root can enter).
+        let baton = s.path + "/baton"
+        let testapp = s.path + "/baton-testapp"
+        for (from, to) in [(Binaries.baton, baton), (Binaries.testapp, testapp)] {
+            try FileManager.default.copyItem(atPath: from, toPath: to)
+            chmod(to, 0o755)
+        }
         let socketPath = s.path + "/app.sock"
         let listen = transport == .tcp ? "127.0.0.1:0" : "unix:" + socketPath
         let command =
-            (network?.prefix ?? []) + [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--", Binaries.baton, "run"]
+            (network?.prefix ?? []) + [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--", baton, "run"]
             + ["--listen", listen, "--dir", s.path + "/current", "--settle", "0", "--ready", "notify", "--ready-timeout", "2s"]
-            + ["--pid-file", s.path + "/baton.pid"] + mode + ["--", Binaries.testapp]
+            + ["--pid-file", s.path + "/baton.pid"] + mode + ["--", testapp]
         let b = Child(command[0], Array(command.dropFirst()), log: s.path + "/baton.log", cwd: s.path)
         defer { b.stop(SIGTERM, grace: 20) }
         func serving(_ n: Int) -> Bool {
