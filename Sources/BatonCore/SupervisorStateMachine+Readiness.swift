@@ -79,11 +79,13 @@ extension SupervisorStateMachine {
         generations[i].servingSince = now
         let g = generations[i]
         let retiring = generations.indices.filter { generations[$0].isServing && $0 != i }
-        out.append(.report(Reports.serving(g, retiring: retiring.map { generations[$0].number })))
+        // Steered first, so that "serving" (in the log, in `restart`'s
+        // progress, in its answer) means new connections reach it already.
         if !ownSockets(of: g.number).isEmpty {
             steer(to: g.number, &out)
             if !retiring.isEmpty { out.append(.report(Reports.steered(g))) }
         }
+        out.append(.report(Reports.serving(g, retiring: retiring.map { generations[$0].number })))
         for j in retiring { beginTeardown(at: j, .retire, now: now, &out) }
         if let current = attempt, current.generation == g.number {
             finishAttempt(
