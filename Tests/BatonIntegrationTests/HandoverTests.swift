@@ -3,17 +3,33 @@ import Glibc
 import Testing
 
 /// Zero loss by default, without privileges: `baton run` as uid 65534
-/// (nobody), its app exiting at once on its signal (so it drops what it
-/// had accepted), 20 restarts and a failing release under a load that runs
-/// until after the last restart, on TCP and on a unix socket, in the
-/// machine's network namespace (whatever its net.ipv4.tcp_migrate_req) and
-/// in a private one with it at 1. Steered (the default) must lose nothing;
-/// the same run with `--listen-mode shared` must lose some, or the test could
-/// not tell the two apart.
+/// (nobody), 20 restarts and a failing release under a load that runs until
+/// after the last restart, on TCP and on a unix socket, in the machine's
+/// network namespace (whatever its net.ipv4.tcp_migrate_req) and in a private
+/// one with it at 1; with the test app exiting at once on its signal (so it
+/// drops what it had accepted) and with Starman (4 workers, QUIT). Steered
+/// (the default) must lose nothing; the same run with `--listen-mode shared`
+/// must lose some, or the test could not tell the two apart.
 @Suite(.serialized) struct HandoverTests {
     static let available = getuid() == 0 && Tools.setpriv != nil && Tools.privateNetwork
 
     enum Transport: String, CaseIterable, Sendable { case tcp, unix }
+
+    /// The app under the supervisor, and how a release of it fails.
+    enum App: String, CaseIterable, Sendable, CustomStringConvertible {
+        /// baton-testapp `--notify --drop-on-term`; the failing release crashes at boot.
+        case testapp
+        /// Starman, 4 workers, `--signal-on-hup QUIT`, ready when `/health`
+        /// answers; the failing release's app.psgi dies when a worker loads it.
+        case starman
+
+        var description: String {
+            switch self {
+            case .testapp: "the test app, exiting at once on SIGTERM"
+            case .starman: "Starman, 4 workers, QUIT, --health /health"
+            }
+        }
+    }
 
     struct Outcome {
         var stats: Load.Stats
@@ -22,20 +38,36 @@ import Testing
         var log: String
     }
 
-    /// 20 restarts, then a release that crashes at boot (refused), then one
+    /// 20 restarts, then a release that fails at boot (refused), then one
     /// more good restart; each checked to have changed the generation that answers.
-    func restartsUnderLoad(mode: [String], transport: Transport, network: PrivateNetwork?) throws -> Outcome {
+    func restartsUnderLoad(app: App, mode: [String], transport: Transport, network: PrivateNetwork?) throws -> Outcome {
         let setpriv = try #require(Tools.setpriv, "setpriv is missing (util-linux)")
         let s = Scratch("zero-loss")
         chmod(s.path, 0o777)  // the unprivileged supervisor writes its pid file, control socket and unix socket here
-        s.release("good", args: "--notify --drop-on-term")
-        s.release("broken", args: "--crash-at-boot")
-        s.point(to: "good")
         // Copies of the binaries the unprivileged user can surely reach (the
         // checkout may sit below a directory only root can enter).
         let baton = s.path + "/baton"
-        let testapp = s.path + "/baton-testapp"
-        for (from, to) in [(Binaries.baton, baton), (Binaries.testapp, testapp)] {
+        var copies = [(Binaries.baton, baton)]
+        let appCommand: [String]
+        let appOptions: [String]
+        switch app {
+        case .testapp:
+            s.release("good", args: "--notify --drop-on-term")
+            s.release("broken", args: "--crash-at-boot")
+            copies.append((Binaries.testapp, s.path + "/baton-testapp"))
+            appCommand = [s.path + "/baton-testapp"]
+            appOptions = ["--ready", "notify", "--ready-timeout", "2s"]
+        case .starman:
+            let starman = try #require(Tools.starman, "starman is missing")
+            try #require(Tools.hasStarman, "starman or libplack-perl is missing")
+            let psgi = URL(fileURLWithPath: Paths.examples + "/psgi/releases/v1/app.psgi").resolvingSymlinksInPath().path
+            copies.append((psgi, s.release("good") + "/app.psgi"))  // the file itself, not the release's symlink
+            s.write("releases/broken/app.psgi", "die \"no templates directory at releases/broken/templates\\n\";\n")
+            appCommand = [starman, "--workers", "4", "app.psgi"]
+            appOptions = ["--signal-on-hup", "QUIT", "--health", "/health", "--ready-timeout", "8s"]
+        }
+        s.point(to: "good")
+        for (from, to) in copies {
             try FileManager.default.copyItem(atPath: from, toPath: to)
             chmod(to, 0o755)
         }
@@ -43,8 +75,8 @@ import Testing
         let listen = transport == .tcp ? "127.0.0.1:0" : "unix:" + socketPath
         let command =
             (network?.prefix ?? []) + [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--", baton, "run"]
-            + ["--listen", listen, "--dir", s.path + "/current", "--settle", "0", "--ready", "notify", "--ready-timeout", "2s"]
-            + ["--pid-file", s.path + "/baton.pid"] + mode + ["--", testapp]
+            + ["--listen", listen, "--dir", s.path + "/current", "--settle", "0"] + appOptions
+            + ["--pid-file", s.path + "/baton.pid"] + mode + ["--"] + appCommand
         let b = Child(command[0], Array(command.dropFirst()), log: s.path + "/baton.log", cwd: s.path)
         defer { b.stop(SIGTERM, grace: 20) }
         func serving(_ n: Int) -> Bool {
@@ -69,8 +101,10 @@ import Testing
             return answer.flatMap { a in a.range(of: #"gen=(\d+)"#, options: .regularExpression).flatMap { Int(a[$0].dropFirst(4)) } }
         }
         #expect(answeringGeneration() == 1)
-        // Bounded: 8 clients, at most 180 s; stopped after the last restart.
-        let load = Load(endpoint, clients: 8, maxSeconds: 180, network: network)
+        // Bounded: 8 clients (32 for Starman, whose losses on a shared socket
+        // come from connections queued at its QUIT), at most 180 s; stopped
+        // after the last restart.
+        let load = Load(endpoint, clients: app == .starman ? 32 : 8, maxSeconds: 180, network: network)
         usleep(300_000)
         var restarts = 0
         for n in 2...21 {
@@ -79,7 +113,13 @@ import Testing
                 Issue.record("restart \(n - 1): generation \(n) did not serve\n\(b.log.suffix(3000))")
                 break
             }
-            #expect(answeringGeneration() == n, "restart \(n - 1) did not change the generation that answers")
+            // Steered, a new connection reaches the new generation as soon as it
+            // serves; on a shared socket the old one may take a few more until
+            // its signal lands, so there it need only happen within 5 s.
+            let changed = mode.isEmpty ? answeringGeneration() == n : eventually(5) { answeringGeneration() == n }
+            #expect(
+                changed,
+                "\(mode.isEmpty ? "steered" : "shared"): restart \(n - 1) did not change the generation that answers (now: \(answeringGeneration().map(String.init) ?? "none"))\n\(b.lines("gen \(n)").joined(separator: "\n"))")
             restarts += 1
         }
         s.point(to: "broken")
@@ -99,8 +139,10 @@ import Testing
 
     @Test(
         .enabled(if: Peers.available(available), "needs root (to make a namespace and a user switch), setpriv, unshare, ip"),
-        arguments: Transport.allCases)
-    func steeringLosesNothingAsAnUnprivilegedUser(_ transport: Transport) throws {
+        // Starman only over TCP: its Server::Starter path (Net::Server::SS::PreFork)
+        // takes every inherited socket for TCP and answers nothing on a unix one.
+        arguments: zip([App.testapp, .testapp, .starman], [Transport.tcp, .unix, .tcp]))
+    func steeringLosesNothingAsAnUnprivilegedUser(_ app: App, _ transport: Transport) throws {
         try #require(Self.available, "needs root, setpriv (util-linux), unshare, nsenter, ip and sysctl")
         let machine =
             (try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_migrate_req", encoding: .utf8))?
@@ -112,9 +154,9 @@ import Testing
             ("steered, private namespace (tcp_migrate_req=1)", [], network),
             ("--listen-mode shared, machine's namespace", ["--listen-mode", "shared"], nil),
         ]
-        var text = "\n== zero loss as uid 65534 over \(transport): 20 restarts + a failing release, app exits at once on SIGTERM\n"
+        var text = "\n== zero loss as uid 65534 over \(transport): 20 restarts + a failing release, \(app)\n"
         for (name, mode, network) in runs {
-            let r = try restartsUnderLoad(mode: mode, transport: transport, network: network)
+            let r = try restartsUnderLoad(app: app, mode: mode, transport: transport, network: network)
             text += "   \(name): \(r.restarts) restarts, \(r.stats.failed) failed of \(r.stats.total) \(r.stats.errors)\n"
             #expect(r.restarts == 20, "\(name): \(r.log.suffix(2000))")
             #expect(r.stats.ok > 1000, "\(name): too little load: \(r.stats.ok)")
@@ -122,10 +164,13 @@ import Testing
             if mode.isEmpty {
                 #expect(r.stats.failed == 0, "\(name): \(r.stats.errors)\n\(r.log.suffix(3000))")
                 #expect(r.log.contains("new connections go to it now"), "\(name): no steering in the log")
-            } else {
+            } else if app == .testapp {
                 // 20 restarts of an app that drops its accepted connections on
                 // one shared socket: some requests fail (0 would mean the test
-                // cannot see the difference).
+                // cannot see the difference; measured here: 37 to 62 over TCP
+                // and unix). Starman drops only what a worker had accepted at
+                // its QUIT (3 of 70,175 here), too few to demand in every run:
+                // its shared figure is printed, not asserted.
                 #expect(r.stats.failed > 0, "\(name): the shared socket lost nothing, so this test cannot tell")
             }
         }
