@@ -314,10 +314,21 @@ class Wrk:
         return WrkResult(self.proc.log)
 
 
+def _p99_ms(buckets):
+    """The 99th percentile in ms of a histogram {bucket: answers}, bucket b holding 1.1**b to 1.1**(b+1) microseconds."""
+    total = sum(buckets.values())
+    seen = 0
+    for b in sorted(buckets):
+        seen += buckets[b]
+        if seen >= 0.99 * total:
+            return (1.1 ** (b + 0.5)) / 1000.0
+    return None
+
+
 class WrkResult:
     def __init__(self, text):
         self.summary = {}
-        self.timeline = {}  # second -> {bucket: answers}
+        self.timeline = {}  # slot (a tenth of a second) -> {bucket: answers}
         self.bad = {}
         for line in text.splitlines():
             if line.startswith("BENCH-SUMMARY "):
@@ -345,20 +356,31 @@ class WrkResult:
 
     def series(self, origin):
         """[(seconds since `origin`, answers in that second, p99 in ms)], each whole second of the timeline."""
-        out = []
-        for sec in sorted(self.timeline):
-            buckets = self.timeline[sec]
-            total = sum(buckets.values())
-            target = 0.99 * total
-            seen = 0
-            p99 = None
-            for b in sorted(buckets):
-                seen += buckets[b]
-                if seen >= target:
-                    p99 = (1.1 ** (b + 0.5)) / 1000.0
-                    break
-            out.append((sec - origin, total, p99))
-        return out
+        seconds = {}
+        for slot, buckets in self.timeline.items():
+            merged = seconds.setdefault(slot // 10, {})
+            for b, n in buckets.items():
+                merged[b] = merged.get(b, 0) + n
+        return [(sec - origin, sum(seconds[sec].values()), _p99_ms(seconds[sec])) for sec in sorted(seconds)]
+
+    def p99_during_and_between(self, windows, origin, skip_first=0.0):
+        """p99 of the answers that arrived during restarts against those between
+        them. `windows`: [(start, end)] in seconds since `origin`, each restart
+        from its HUP until its old generation was gone; a tenth of a second that
+        touches a window counts as during. The first `skip_first` seconds (wrk
+        opening its connections) count as neither."""
+        during, between = {}, {}
+        for slot, buckets in self.timeline.items():
+            a, b = slot / 10.0 - origin, (slot + 1) / 10.0 - origin
+            if a < skip_first:
+                continue
+            into = during if any(a < end and b > start for start, end in windows) else between
+            for k, n in buckets.items():
+                into[k] = into.get(k, 0) + n
+        return {
+            "p99_during_ms": _p99_ms(during), "answers_during": sum(during.values()),
+            "p99_between_ms": _p99_ms(between), "answers_between": sum(between.values()),
+        }
 
 
 # MARK: - nginx

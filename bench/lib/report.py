@@ -29,6 +29,9 @@ def _section(out, sc, key, title, needed):
         return None
     data = sc[key]
     out.append(f"\n## {title}\n")
+    if data.get("from_earlier"):
+        e = data["from_earlier"]
+        out.append(f"Kept from an earlier run: `{e['command']}`, {e['date']}, Baton {e['baton']}.\n")
     if needed not in data:
         out.append(f"Error: {data.get('error')}\n")
         return None
@@ -46,9 +49,30 @@ SUPERVISOR_NAMES = {
     "perl": "Perl start_server",
     "baton": "baton run",
     "ours": "start_server (ours)",
-    "baton --handover": "baton run --handover",
-    "ours --handover": "start_server (ours) --handover",
+    "baton shared": "baton run --listen-mode shared",
+    "ours shared": "start_server (ours) --listen-mode=shared",
+    # runs made before steering became the default (0.3)
+    "baton --handover": "baton run --handover (before 0.3)",
+    "ours --handover": "start_server (ours) --handover (before 0.3)",
 }
+
+
+def _network(m):
+    where = "a private network namespace" if m["private_network_namespace"] else "the machine's network namespace"
+    if "tcp_migrate_req" in m:
+        where += f" (net.ipv4.tcp_migrate_req={m['tcp_migrate_req']})"
+    elif m["private_network_namespace"]:
+        where += " (tcp_migrate_req=1)"
+    if m.get("supervisors_as"):
+        where += f"; supervisors and apps of the failed-requests runs as {m['supervisors_as']}"
+    return where
+
+
+def _ratio(r):
+    during, between = r.get("p99_during_ms"), r.get("p99_between_ms")
+    if not during or not between:
+        return ""
+    return f"{during / between:.2f}x"
 
 
 def write_markdown(data, path):
@@ -59,7 +83,7 @@ def write_markdown(data, path):
     out.append(f"`{data['command']}` ({data['mode']} mode), {m['date']}, {data.get('elapsed_s', 0) / 60:.1f} min.\n")
     out.append(
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, {m['os']}; load average at start "
-        f"{' '.join(m['load_average_at_start'])}; {'a private network namespace (tcp_migrate_req=1)' if m['private_network_namespace'] else 'the machine network namespace'}.\n"
+        f"{' '.join(m['load_average_at_start'])}; {_network(m)}.\n"
     )
     out.append(
         f"Versions: {v['swift']}; Perl {v['perl']}, Server::Starter {v['Server::Starter']}, Starman {v['starman']}, "
@@ -76,28 +100,45 @@ def write_markdown(data, path):
     if f:
         out.append(
             f"wrk, 64 connections, {f['restarts_per_run']} restarts one after another (each waited for until the new "
-            "generation is listed and the old one has left the status file, at most 3 s, 1.5 s with keep-alive, then 0.3 s), 2 s of load before "
-            "and after. Starman: 4 workers, `--signal-on-hup=QUIT` (behind nginx `--disable-keepalive`, as "
-            "examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: examples/nginx/myapp.conf. "
-            "Failed = socket errors + non-2xx. With keep-alive, a connection the server closes between two requests "
-            "counts as a read error in wrk (a browser or nginx would retry it).\n\n"
+            "generation is listed and the old one has left the status file, at most 3 s, 1.5 s with keep-alive, then "
+            f"{f.get('quiet_s', 0.3)} s of quiet), 2 s of load before and after. Starman: 4 workers, `--signal-on-hup=QUIT` "
+            "(behind nginx `--disable-keepalive`, as examples/nginx/myapp.conf says); the Hummingbird demo: TERM. nginx: "
+            "examples/nginx/myapp.conf. Failed = socket errors + non-2xx. With keep-alive, a connection the server closes "
+            "between two requests counts as a read error in wrk (a browser or nginx would retry it). p99 during: the "
+            "answers that arrived in a tenth of a second touching a restart (from its HUP until the old generation was "
+            "gone); between: all the others after wrk's first second.\n\n"
         )
         rows = []
         flagged = False
+        header_git = v["baton"].split()[1] if v["baton"].startswith("git ") else None
+        older = set()
         for r in f["runs"]:
             where = f"{r['app']}, {'keep-alive' if r['keepalive'] else 'close'}, {'nginx' if r['nginx'] else 'direct'}"
+            who = SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"])
+            if r.get("baton_git") and header_git and r["baton_git"] != header_git:
+                older.add(r["baton_git"])
+                who += f" ‡{r['baton_git']}"
             if "error" in r:
-                rows.append([where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), "error", "", "", "", "", "", "", ""])
+                rows.append([where, who, "error"] + [""] * 10)
                 continue
             artifact = r["read"] > 0.5 * max(1, r["requests"])
             flagged = flagged or artifact
+            during = r.get("p99_during_ms")
+            between = r.get("p99_between_ms")
             rows.append([
-                where, SUPERVISOR_NAMES.get(r["supervisor"], r["supervisor"]), r["restarts"], _num(r["requests"]),
+                where, who, r["restarts"], _num(r["requests"]),
                 f"**{r['failed']}**" + (" †" if artifact else ""), r["non2xx"], f"{r['connect']}/{r['read']}/{r['write']}/{r['timeout']}",
-                f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
+                f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                f"{during:.1f}" if during else "", f"{between:.1f}" if between else "", _ratio(r), f"{r['max_ms']:.0f}",
             ])
         out.append(_table(["app, connections, path", "supervisor", "restarts", "requests", "failed", "non-2xx",
-                           "socket errors c/r/w/t", "p50 ms", "p99 ms", "max ms"], rows))
+                           "socket errors c/r/w/t", "p50 ms", "p99 ms", "p99 during restarts", "p99 between", "during/between",
+                           "max ms"], rows))
+        if older:
+            out.append(
+                f"\n‡ Kept from an earlier run, made from Baton git {', '.join(sorted(older))}; the rows without ‡ "
+                "come from the commit this page names.\n"
+            )
         if flagged:
             out.append(
                 "\n† More read errors than half the requests: the app answers a `Connection: close` request without "
@@ -208,8 +249,8 @@ COLORS = {
     "perl": (214, 39, 40),
     "baton": (31, 119, 180),
     "ours": (44, 160, 44),
-    "baton --handover": (148, 103, 189),
-    "ours --handover": (140, 86, 75),
+    "baton shared": (148, 103, 189),
+    "ours shared": (140, 86, 75),
 }
 
 
@@ -221,7 +262,7 @@ def _pick_runs(data):
     for app, keepalive in (("starman", False), ("demo", True)):
         chosen = [r for r in runs if r["app"] == app and r["keepalive"] == keepalive and not r["nginx"]]
         if chosen:
-            order = ["perl", "ours", "baton", "baton --handover", "ours --handover"]
+            order = ["perl", "baton shared", "baton", "ours", "ours shared"]
             chosen.sort(key=lambda r: order.index(r["supervisor"]) if r["supervisor"] in order else 9)
             columns.append((f"{app}, {'keep-alive' if keepalive else 'connection: close'}, wrk -c64", chosen))
     return columns
@@ -264,7 +305,8 @@ def write_png(data, path):
                 py = y0 + 14 + pi * (panel_h + gap)
                 px0, px1 = x0 + 50, x0 + col_w
                 c.rect(px0, py, px1, py + panel_h, (248, 248, 248))
-                for a, b in r["restart_marks_s"]:
+                for mark in r["restart_marks_s"]:
+                    a, b = mark[0], mark[1]
                     xa = px0 + (px1 - px0) * a / max_t
                     xb = px0 + (px1 - px0) * max(b, a + 0.05) / max_t
                     c.rect(xa, py, max(xa + 1, xb), py + panel_h, (225, 225, 235))

@@ -1,7 +1,7 @@
 -- wrk script for bench/run: the summary of summary.lua, plus a timeline: for
--- each second of CLOCK_MONOTONIC (the clock Python's time.monotonic() reads),
--- how many answers arrived and a histogram of their latencies (buckets 10%
--- wide), and how many were not 2xx/3xx.
+-- each tenth of a second of CLOCK_MONOTONIC (the clock Python's
+-- time.monotonic() reads), how many answers arrived and a histogram of their
+-- latencies (buckets 10% wide), and how many were not 2xx/3xx.
 --
 -- Run it with as many threads as connections (-tN -cN): each wrk thread then
 -- has one connection, so request() and response() alternate and the time
@@ -26,8 +26,8 @@ function setup(thread) table.insert(threads, thread) end
 
 local prepared, started
 local log_step = math.log(1.1)
-latencies = {} -- second * 1000 + bucket -> answers
-bad = {}       -- second -> answers that were not 2xx/3xx
+latencies = {} -- slot * 1000 + bucket -> answers (a slot: a tenth of a second)
+bad = {}       -- slot -> answers that were not 2xx/3xx
 
 function init(args) prepared = wrk.format() end
 
@@ -40,10 +40,11 @@ function response(status, headers, body)
   local t = now()
   local us = (t - started) * 1e6
   if us < 1 then us = 1 end
-  local key = math.floor(t) * 1000 + math.floor(math.log(us) / log_step)
+  local slot = math.floor(t * 10)
+  local key = slot * 1000 + math.floor(math.log(us) / log_step)
   latencies[key] = (latencies[key] or 0) + 1
   if status > 399 then
-    local s = math.floor(t)
+    local s = slot
     bad[s] = (bad[s] or 0) + 1
   end
 end
