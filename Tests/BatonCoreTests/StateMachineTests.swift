@@ -71,6 +71,27 @@ import Testing
         #expect(signals(h.advance(0.1)) == [.signal(pid: 1000, signal: SIGTERM)])
     }
 
+    /// As Server::Starter counts it: from the moment the serving generation
+    /// took over, not from its spawn.
+    @Test func anAutoRestartIsDueOneIntervalAfterTheTakeOver() {
+        var h = Harness {
+            $0.readiness = .alive(.seconds(1))
+            $0.settle = .zero
+            $0.autoRestartInterval = .seconds(10)
+        }
+        h.start()
+        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r"))
+        #expect(h.machine.nextDeadline == h.now + .seconds(1))
+        h.advance(1)
+        #expect(h.state(of: 1) == "serving")
+        #expect(h.machine.nextDeadline == h.now + .seconds(10))
+        func spawnsTwo(_ actions: [SupervisorAction]) -> Bool {
+            actions.contains { if case .spawn(2, _, _) = $0 { return true } else { return false } }
+        }
+        #expect(!spawnsTwo(h.advance(9.9)))
+        #expect(spawnsTwo(h.advance(0.1)), "no auto-restart one interval after generation 1 took over")
+    }
+
     @Test func theStatusFileListsEveryGenerationThatIsUp() {
         var h = Harness {
             $0.readiness = .alive(.seconds(1))
