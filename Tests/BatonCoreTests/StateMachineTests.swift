@@ -74,15 +74,8 @@ import Testing
     /// As Server::Starter counts it: from the moment the serving generation
     /// took over, not from its spawn.
     @Test func anAutoRestartIsDueOneIntervalAfterTheTakeOver() {
-        var h = Harness {
-            $0.readiness = .alive(.seconds(1))
-            $0.settle = .zero
-            $0.autoRestartInterval = .seconds(10)
-        }
-        h.start()
-        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r"))
-        #expect(h.machine.nextDeadline == h.now + .seconds(1))
-        h.advance(1)
+        var h = Harness { $0.autoRestartInterval = .seconds(10) }
+        h.startServing()
         #expect(h.state(of: 1) == "serving")
         #expect(h.machine.nextDeadline == h.now + .seconds(10))
         func spawnsTwo(_ actions: [SupervisorAction]) -> Bool {
