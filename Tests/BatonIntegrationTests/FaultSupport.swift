@@ -69,14 +69,15 @@ struct FaultCase: Sendable {
             "app.close-listener", .app, "closes its inherited listener at boot",
             "only its own descriptor closes: the serving generation keeps accepting"),
         .init(
-            "app.shutdown-listener-boot", .app, "shutdown(SHUT_RDWR) of the shared listener while starting",
-            "the kernel stops the one shared socket for every holder; the supervisor must put it back to listening"),
+            "app.shutdown-listener-boot", .app, "shutdown(SHUT_RDWR) of the shared listener (--listen-mode shared) while starting",
+            "the kernel stops the one shared socket for every holder; the supervisor must put it back to listening within 500 ms"),
         .init(
             "app.shutdown-listener-term", .app,
-            "shutdown(SHUT_RDWR) of the shared listener when retired (the wake-the-accept-thread idiom)",
-            "the new generation must keep serving after the old one's shutdown()"),
+            "shutdown(SHUT_RDWR) of the shared listener (--listen-mode shared) when retired (the wake-the-accept-thread idiom)",
+            "the new generation must keep serving after the old one's shutdown(), back within 500 ms"),
         .init(
-            "app.shutdown-listener-handover", .app, "both shutdowns in --handover mode (private network namespace, tcp_migrate_req=1)",
+            "app.shutdown-listener-handover", .app,
+            "both shutdowns with steered listeners, the default (private network namespace, tcp_migrate_req=1)",
             "each generation has its own socket: no request fails"),
         .init(
             "app.flood-output", .app, "floods stdout and stderr (200 MiB)",
