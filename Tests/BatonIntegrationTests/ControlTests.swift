@@ -232,6 +232,19 @@ struct Daemon {
         #expect(d.run("stop").code == 0)
     }
 
+    /// examples/systemd/myapp.service as systemd reads it (`systemd-analyze
+    /// verify`), with its baton path pointed at the one just built.
+    @Test(.enabled(if: Peers.available(Paths.tool("systemd-analyze") != nil), "needs systemd-analyze (systemd)"))
+    func theExampleUnitVerifies() throws {
+        let analyze = try #require(Paths.tool("systemd-analyze"), "systemd-analyze is missing: apt-get install systemd")
+        let s = Scratch()
+        let unit = try String(contentsOfFile: Paths.examples + "/systemd/myapp.service", encoding: .utf8)
+        #expect(unit.contains("/usr/local/bin/baton "), "the example no longer names /usr/local/bin/baton")
+        s.write("myapp.service", unit.replacingOccurrences(of: "/usr/local/bin/baton ", with: Binaries.baton + " "))
+        let r = run(analyze, ["verify", s.path + "/myapp.service"], timeout: 60)
+        #expect(r.status == 0 && r.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(r.output)")
+    }
+
     @Test func systemdHearsReadyReloadingAndStopping() throws {
         let s = Scratch()
         let path = s.path + "/notify.sock"
