@@ -33,7 +33,8 @@ public struct HandOverState: Sendable, Equatable {
             throw BatonError(.upgradeFailed, "not a baton state (no \"baton_state\" version)")
         }
         guard version == Self.version else {
-            throw BatonError(.upgradeFailed, "state format version \(version) is not understood; this program reads version \(Self.version)")
+            throw BatonError(
+                .upgradeFailed, "state format version \(version) is not understood; this program reads version \(Self.version)")
         }
         guard let m = j["machine"], let shell = j["shell"] else {
             throw BatonError(.upgradeFailed, "the state lacks its machine or shell part")
@@ -80,7 +81,8 @@ extension ProbeResult {
     init(stateJSON j: JSON) throws(BatonError) {
         guard let detail = j["detail"]?.string, let passed = j["passed"]?.bool else { throw malformed("a probe result") }
         self.init(
-            status: j["status"]?.int, detail: detail, latency: try Duration(stateJSON: j["latency_ns"], "a probe's latency"), passed: passed)
+            status: j["status"]?.int, detail: detail, latency: try Duration(stateJSON: j["latency_ns"], "a probe's latency"), passed: passed
+        )
     }
 }
 
@@ -117,8 +119,10 @@ extension Generation {
         self.init(
             restoring: number, pid: Int32(pid), releaseDir: dir, spawnedAt: try Instant(stateJSON: j["spawned_at"], "spawned_at"),
             phase: .serving(probe: probe, failures: failures), sockets: sockets, healthSocket: j["health_socket"]?.int,
-            readyAt: try Instant.optional(j["ready_at"], "ready_at"), servingSince: try Instant.optional(j["serving_since"], "serving_since"),
-            status: j["status"]?.string, lastProbe: try j["last_probe"].map { (x: JSON) throws(BatonError) in try ProbeResult(stateJSON: x) })
+            readyAt: try Instant.optional(j["ready_at"], "ready_at"),
+            servingSince: try Instant.optional(j["serving_since"], "serving_since"),
+            status: j["status"]?.string,
+            lastProbe: try j["last_probe"].map { (x: JSON) throws(BatonError) in try ProbeResult(stateJSON: x) })
     }
 }
 
@@ -150,7 +154,8 @@ extension SupervisorStateMachine.AttemptRecord {
         let outcome: AttemptOutcome
         switch o["kind"]?.string {
         case "succeeded":
-            guard let generation = o["generation"]?.int, let pid = o["pid"]?.int, let retired = o["retired"]?.array?.compactMap(\.int) else {
+            guard let generation = o["generation"]?.int, let pid = o["pid"]?.int, let retired = o["retired"]?.array?.compactMap(\.int)
+            else {
                 throw malformed("the last attempt's outcome")
             }
             outcome = .succeeded(
@@ -224,7 +229,9 @@ extension SupervisorStateMachine.Snapshot {
         }
         var groups: [Int: ReuseportGroup] = [:]
         for g in groupList {
-            guard let listener = g["listener"]?.int, let members = g["members"]?.array?.compactMap(\.int) else { throw malformed("a group") }
+            guard let listener = g["listener"]?.int, let members = g["members"]?.array?.compactMap(\.int) else {
+                throw malformed("a group")
+            }
             groups[listener] = ReuseportGroup(restoring: members, target: g["target"]?.int, attachedIndex: g["attached_index"]?.int)
         }
         var statusEntries: [StatusEntry] = []
@@ -244,7 +251,8 @@ extension SupervisorStateMachine.Snapshot {
             listeners: listeners, generations: generations, lastGeneration: last, queued: queued,
             lastRestartAt: try Instant.optional(j["last_restart_at"], "last_restart_at"),
             backoff: try Duration(stateJSON: j["backoff_ns"], "backoff_ns"),
-            lastAttempt: try j["last_attempt"].map { (x: JSON) throws(BatonError) in try SupervisorStateMachine.AttemptRecord(stateJSON: x) },
+            lastAttempt: try j["last_attempt"].map { (x: JSON) throws(BatonError) in try SupervisorStateMachine.AttemptRecord(stateJSON: x)
+            },
             sockets: sockets, groups: groups, statusEntries: statusEntries, nextSocketID: next)
     }
 }

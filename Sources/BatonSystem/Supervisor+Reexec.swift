@@ -132,7 +132,8 @@ extension Supervisor {
         let rc = withCStrings([program, "__check-reexec"]) { argv in
             withCStrings(env) { envp in
                 fds.withUnsafeBufferPointer { f in
-                    stdio.withUnsafeBufferPointer { s in baton_spawn(&pid, program, argv, envp, f.baseAddress, nil, 1, s.baseAddress, 1, 0) }
+                    stdio.withUnsafeBufferPointer { s in baton_spawn(&pid, program, argv, envp, f.baseAddress, nil, 1, s.baseAddress, 1, 0)
+                    }
                 }
             }
         }
@@ -151,7 +152,8 @@ extension Supervisor {
             let why =
                 output == nil
                 ? "gave no answer within \(timeout.humanDescription)"
-                : baton_wifexited(status) != 0 ? "exited with \(baton_wexitstatus(status))" : "was killed by signal \(baton_wtermsig(status))"
+                : baton_wifexited(status) != 0
+                    ? "exited with \(baton_wexitstatus(status))" : "was killed by signal \(baton_wtermsig(status))"
             return .failure(BatonError(.upgradeFailed, "the check of \(program) failed: it \(why)\(text.isEmpty ? "" : ": \(text)")"))
         }
         return .success(text)

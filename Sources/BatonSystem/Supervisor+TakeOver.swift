@@ -216,7 +216,9 @@ extension Supervisor {
         let generations = machine.generations.map { "\($0.number) (pid \($0.pid), \($0.stateName))" }.joined(separator: ", ")
         let id = shell.upgradeRequest
         if let failedUpgrade {
-            Log.line("error: the upgrade failed after its exec: \(failedUpgrade); baton \(batonVersion) goes on with generation(s) \(generations)")
+            Log.line(
+                "error: the upgrade failed after its exec: \(failedUpgrade); baton \(batonVersion) goes on with generation(s) \(generations)"
+            )
             send(Answer(.upgradeFailed, "the new program could not take over: \(failedUpgrade); the previous one goes on"), to: id)
             if let s = machine.serving { systemd.send("READY=1\nSTATUS=serving generation \(s.number) (pid \(s.pid))") }
             dispatch(.reexecuted)

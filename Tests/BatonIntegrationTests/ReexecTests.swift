@@ -180,7 +180,9 @@ private func untilServing(
         #expect(upgrade.output.contains("nothing changed"), "\(upgrade.output)")
         // An option that cannot change live is refused by name.
         let listen = batonCommand(
-            ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify"],
+            ["deploy"] + d.where_ + [
+                "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify",
+            ],
             in: s)
         #expect(listen.code == 2, "\(listen.output)")
         #expect(listen.output.contains("--listen cannot change while baton runs"), "\(listen.output)")
