@@ -234,6 +234,38 @@ private func untilServing(
         #expect(d.run("stop").code == 0)
     }
 
+    @Test func aHupDuringAPendingReexecFollowsItAndAStopCancelsIt() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        #expect(d.start(["--kill-old-delay", "1s"]).code == 0)
+        let port = try #require(d.port)
+        let supervisor = try #require(d.supervisorPid)
+        let load = Load(port: port, clients: 2)
+        // Generation 1 drains for a second: the re-exec waits for it.
+        #expect(d.run("restart", ["--no-wait-drain"]).code == 0)
+        let upgrade = Child(Binaries.baton, ["upgrade"] + d.where_, log: s.path + "/upgrade.log", cwd: s.path)
+        let log = s.path + "/app.log"
+        #expect(eventually(5) { s.read("app.log").contains("re-exec asked for") }, "\(s.read("app.log"))")
+        kill(supervisor, SIGHUP)
+        #expect(eventually(5) { s.read("app.log").contains("restart asked for while a re-exec waits") })
+        #expect(upgrade.wait(30) == 0, "\(upgrade.log)")
+        #expect(eventually(10) { body(httpGet(port: port))?.contains("gen=3") == true })
+        let lines = s.read("app.log").split(separator: "\n")
+        let reexecuted = lines.firstIndex { $0.contains("re-executed in place") }
+        let spawned = lines.firstIndex { $0.contains("gen 3 pid") }
+        #expect(reexecuted != nil && spawned != nil && reexecuted! < spawned!, "the HUP must follow the re-exec: \(log)")
+        // A stop while a re-exec waits cancels it.
+        #expect(d.run("restart", ["--no-wait-drain"]).code == 0)
+        let cancelled = Child(Binaries.baton, ["upgrade"] + d.where_, log: s.path + "/upgrade2.log", cwd: s.path)
+        #expect(eventually(5) { s.read("app.log").components(separatedBy: "re-exec asked for").count == 3 })
+        let stats = load.stop()
+        #expect(stats.failed == 0, "\(stats.errors)")
+        #expect(d.run("stop").code == 0)
+        #expect(cancelled.wait(30) == 11, "\(cancelled.log)")
+        #expect(cancelled.log.contains("the supervisor is stopping"), "\(cancelled.log)")
+        #expect(eventually(5) { isGone(supervisor) })
+    }
+
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {
         let s = Scratch()
         let path = s.path + "/notify.sock"
