@@ -23,6 +23,8 @@ extension Supervisor {
     static let previousProgramVariable = "BATON_PREVIOUS_PROGRAM_FD"
     /// Set when the previous program runs again because the new one could not take over.
     static let takeOverErrorVariable = "BATON_TAKEOVER_ERROR"
+    /// Set (by a test's wrapper of the new binary) to make the take-over fail with this message.
+    static let failTakeOverVariable = "BATON_TEST_FAIL_TAKEOVER"
     /// The state format version the check mode must read.
     static let stateVersionVariable = "BATON_STATE_VERSION"
 

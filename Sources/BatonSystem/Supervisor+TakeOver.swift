@@ -130,6 +130,12 @@ extension Daemon {
         guard let stateFD, let bytes = Sys.readAll(stateFD, limit: 64 << 20), let json = JSON(parsing: bytes) else {
             fallBack("no readable state on \(Supervisor.stateVariable)")
         }
+        // Fault injection for the tests: a take-over that fails after the exec
+        // (the kernel offers no way to make a real one fail on demand).
+        if let injected = Sys.getenv(Supervisor.failTakeOverVariable) {
+            unsetenv(Supervisor.failTakeOverVariable)
+            if earlierError == nil { fallBack(injected) }
+        }
         do throws(BatonError) {
             let state = try HandOverState(json: json)
             var shell = try TakeOverShell(json: state.shell)

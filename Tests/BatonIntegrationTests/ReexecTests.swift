@@ -266,6 +266,44 @@ private func untilServing(
         #expect(eventually(5) { isGone(supervisor) })
     }
 
+    @Test func aProgramThatCannotTakeOverGoesBackToThePreviousOneKeepingEverything() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        #expect(d.start().code == 0)
+        let port = try #require(d.port)
+        let supervisor = try #require(d.supervisorPid)
+        let fds = openDescriptors(supervisor).count
+        // A new "binary" that passes its check but fails once exec'd.
+        s.write(
+            "new-baton",
+            """
+            #!/bin/sh
+            if [ "$1" = "__takeover" ]; then BATON_TEST_FAIL_TAKEOVER="this build cannot read the state" exec \(Binaries.baton) "$@"; fi
+            exec \(Binaries.baton) "$@"
+
+            """)
+        chmod(s.path + "/new-baton", 0o755)
+        let load = Load(port: port, clients: 4)
+        let upgrade = d.run("upgrade", ["--binary", s.path + "/new-baton"])
+        #expect(upgrade.code == 12, "\(upgrade.output)")
+        #expect(upgrade.output.contains("could not take over: this build cannot read the state"), "\(upgrade.output)")
+        let status = try #require(statusJSON(d))
+        #expect(status["pid"] as? Int == Int(supervisor))
+        #expect(status["serving"] as? Int == 1)
+        #expect(status["reexecutions"] as? Int == 0)
+        #expect((status["warnings"] as? [String])?.first?.contains("this build cannot read the state") == true, "\(status)")
+        #expect(d.run("status").output.contains("warning: an upgrade failed after its exec"))
+        #expect(s.read("app.log").contains("error: cannot take the supervisor's state over: this build cannot read the state"))
+        // Everything is still held: the sockets, the generation, and restarts work.
+        #expect(d.run("restart").code == 0)
+        #expect(body(httpGet(port: port))?.contains("gen=2") == true)
+        let stats = load.stop()
+        #expect(stats.failed == 0, "\(stats.errors)")
+        #expect(eventually(3) { openDescriptors(supervisor).count == fds }, "\(openDescriptors(supervisor)) against \(fds)")
+        #expect(d.run("stop").code == 0)
+        #expect(eventually(5) { isGone(supervisor) })
+    }
+
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {
         let s = Scratch()
         let path = s.path + "/notify.sock"
