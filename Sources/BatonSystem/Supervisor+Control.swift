@@ -186,7 +186,7 @@ extension Supervisor {
         for c in Array(connections.values) { finish(c, ControlResult(.notRunning, "the supervisor stopped")) }
     }
 
-    private func send(_ c: ControlConnection, _ message: ControlMessage) {
+    func send(_ c: ControlConnection, _ message: ControlMessage) {
         // Answers are small; a client that does not read them is dropped.
         if !Sys.writeAllNonBlocking(c.fd, message.line.utf8) { drop(c) }
     }

@@ -231,6 +231,11 @@ extension Supervisor {
         } else if Self.appChanged(from: shell.previousConfiguration, to: configuration) {
             Log.line("re-executed in place: baton \(batonVersion) (was \(shell.previousVersion)) took over generation(s) \(generations)")
             Log.line("the app's command or environment changed: restarting; command: \(configuration.command.joined(separator: " "))")
+            if let fd = requestConnections[id], let c = connections[fd] {
+                let note =
+                    "baton \(batonVersion) took over in place (pid \(getpid()), re-exec \(reexecutions)); restarting with the new command"
+                send(c, .progress(ControlProgress(kind: "reexec", generation: nil, pid: nil, message: note)))
+            }
             dispatch(.restartRequested(RestartRequest(id: id)))
             dispatch(.reexecuted)
         } else {

@@ -102,7 +102,7 @@ enum Table {
         discussion: """
             After a package upgrade: the running supervisor checks the new binary (it must start, read the state format and accept \
             the options), then execs it in place with the same options: same pid, same sockets, same generations; the app is not \
-            restarted. If the check fails nothing changes. A restart or stop asked for meanwhile follows the re-exec.
+            restarted. If the check fails nothing changes. A restart asked for meanwhile follows the re-exec; a stop cancels it.
             """,
         options: locations + [
             OptionSpec(
