@@ -304,6 +304,30 @@ private func untilServing(
         #expect(eventually(5) { isGone(supervisor) })
     }
 
+    @Test func aUnixListenerSurvivesAnUpgradeAndIsRemovedAtTheStop() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        let socketPath = s.path + "/app.sock"
+        #expect(d.start(["--listen", "unix:" + socketPath]).code == 0)
+        let supervisor = try #require(d.supervisorPid)
+        #expect(body(httpGet(.unix(socketPath)))?.contains("gen=1") == true)
+        let load = Load(.unix(socketPath), clients: 4)
+        #expect(d.run("upgrade").code == 0)
+        // The renamed socket of the next generation replaces the public path, as before the upgrade.
+        #expect(d.run("restart").code == 0)
+        #expect(body(httpGet(.unix(socketPath)))?.contains("gen=2") == true)
+        #expect(d.run("upgrade").code == 0)
+        #expect(d.run("restart").code == 0)
+        let stats = load.stop()
+        #expect(stats.failed == 0, "\(stats.errors)")
+        #expect(body(httpGet(.unix(socketPath)))?.contains("gen=3") == true)
+        #expect(d.supervisorPid == supervisor)
+        #expect(d.run("stop").code == 0)
+        #expect(eventually(5) { isGone(supervisor) })
+        #expect(!FileManager.default.fileExists(atPath: socketPath), "the socket file is removed by the program that took over")
+        #expect(leftoverFiles(in: s.path).filter { $0.contains(".baton-") }.isEmpty)
+    }
+
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {
         let s = Scratch()
         let path = s.path + "/notify.sock"
