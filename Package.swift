@@ -4,6 +4,22 @@ import PackageDescription
 // The supervisor (`baton`) links neither Foundation nor SwiftNIO and is linked
 // statically against the Swift runtime, so that it idles in a few megabytes.
 let staticStdlib: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
+/// What both supervisor executables (`baton`, `start_server`) link.
+let supervisor: [Target.Dependency] = ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"]
+/// SwiftNIO's event loops and sockets, for the app-side library.
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+]
+/// Hummingbird and the HTTP/1 pieces BatonHummingbird builds its server from.
+let http: [Target.Dependency] = [
+    .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"),
+    .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOExtras", package: "swift-nio-extras"),
+]
+/// Graceful shutdown on signals, and logging.
+let lifecycle: [Target.Dependency] = [
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    .product(name: "UnixSignals", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
+]
 
 let package = Package(
     name: "baton",
@@ -34,43 +50,14 @@ let package = Package(
         .target(name: "BatonCore", dependencies: ["BatonProtocol"]),
         .target(name: "BatonControl", dependencies: ["BatonCore", "BatonProtocol"]),
         .target(name: "BatonSystem", dependencies: ["BatonCore", "BatonControl", "BatonProtocol", "CBatonShims"]),
-        .executableTarget(
-            name: "baton",
-            dependencies: ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"],
-            linkerSettings: staticStdlib
-        ),
-        .executableTarget(
-            name: "start_server",
-            dependencies: ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"],
-            linkerSettings: staticStdlib
-        ),
+        .executableTarget(name: "baton", dependencies: supervisor, linkerSettings: staticStdlib),
+        .executableTarget(name: "start_server", dependencies: supervisor, linkerSettings: staticStdlib),
         .executableTarget(name: "baton-testapp", dependencies: ["BatonProtocol", "CBatonShims"]),
 
         // MARK: The app-side library
         .target(name: "BatonListen", dependencies: ["BatonProtocol"]),
-        .target(
-            name: "BatonNIO",
-            dependencies: [
-                "BatonListen",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-            ]
-        ),
-        .target(
-            name: "BatonHummingbird",
-            dependencies: [
-                "BatonListen", "BatonNIO",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOExtras", package: "swift-nio-extras"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
+        .target(name: "BatonNIO", dependencies: ["BatonListen"] + nio),
+        .target(name: "BatonHummingbird", dependencies: ["BatonListen", "BatonNIO"] + nio + http + lifecycle),
         .executableTarget(
             name: "baton-demo",
             dependencies: [

@@ -4,6 +4,12 @@ import BatonCore
 /// object per line, each with `"v"` (the version) and a `"cmd"` (requests)
 /// or a `"type"` (answers). A request gets `progress` lines while it is
 /// carried out, then one `result` (or, for `status`, one `status`).
+///
+/// The wire types write out their memberwise initialisers, as every public
+/// struct in Baton does (Swift synthesises only internal ones); ``ControlResult``
+/// is the wire form of BatonCore's `Answer` (milliseconds instead of
+/// `Duration`, an error code by name), kept apart so that the machine never
+/// depends on the wire format.
 public enum ControlProtocol {
     /// The version every message carries.
     public static let version = 1

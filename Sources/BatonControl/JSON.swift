@@ -198,51 +198,51 @@ private struct JSONParser {
         return body(&self)
     }
 
-    mutating func arrayBody() -> JSON? {
-        var items: [JSON] = []
+    /// Reads the members of an array or object up to `close` (the opening
+    /// bracket already read), each by `member`, separated by commas. False
+    /// when the text is malformed.
+    mutating func members(upTo close: UInt8, _ member: (inout JSONParser) -> Bool) -> Bool {
         skipSpace()
-        if current == UInt8(ascii: "]") {
+        if current == close {
             index += 1
-            return .array(items)
+            return true
         }
         while true {
-            guard let v = value() else { return nil }
-            items.append(v)
+            skipSpace()
+            guard member(&self) else { return false }
             skipSpace()
             switch current {
             case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "]"):
+            case close:
                 index += 1
-                return .array(items)
-            default: return nil
+                return true
+            default: return false
             }
         }
     }
 
+    mutating func arrayBody() -> JSON? {
+        var items: [JSON] = []
+        let ok = members(upTo: UInt8(ascii: "]")) { p in
+            guard let v = p.value() else { return false }
+            items.append(v)
+            return true
+        }
+        return ok ? .array(items) : nil
+    }
+
     mutating func objectBody() -> JSON? {
         var items: [String: JSON] = [:]
-        skipSpace()
-        if current == UInt8(ascii: "}") {
-            index += 1
-            return .object(items)
-        }
-        while true {
-            skipSpace()
-            guard current == UInt8(ascii: "\""), let key = string() else { return nil }
-            skipSpace()
-            guard current == UInt8(ascii: ":") else { return nil }
-            index += 1
-            guard let v = value() else { return nil }
+        let ok = members(upTo: UInt8(ascii: "}")) { p in
+            guard p.current == UInt8(ascii: "\""), let key = p.string() else { return false }
+            p.skipSpace()
+            guard p.current == UInt8(ascii: ":") else { return false }
+            p.index += 1
+            guard let v = p.value() else { return false }
             items[key] = v
-            skipSpace()
-            switch current {
-            case UInt8(ascii: ","): index += 1
-            case UInt8(ascii: "}"):
-                index += 1
-                return .object(items)
-            default: return nil
-            }
+            return true
         }
+        return ok ? .object(items) : nil
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`: no `+1`, `.5`, `01`, `1.`.

@@ -150,11 +150,12 @@ public struct SupervisorStateMachine: Sendable {
         return candidates.compactMap { $0 }.min()
     }
 
-    /// When an auto-restart is due: one interval after the last restart, or
-    /// two when old generations are still draining then.
+    /// When an auto-restart is due: one interval after the serving
+    /// generation took over (as Server::Starter counts it: from the moment
+    /// its new server is up), or two when old generations still drain then.
     var autoRestartDeadline: Instant? {
-        guard phase == .running, let interval = policy.autoRestartInterval, let last = lastRestartAt,
-            attempt == nil, retry == nil, serving != nil
+        guard phase == .running, let interval = policy.autoRestartInterval, let last = serving?.servingSince,
+            attempt == nil, retry == nil
         else { return nil }
         let draining = generations.contains { $0.teardown != nil }
         return draining ? last + interval * 2 : last + interval
@@ -195,7 +196,16 @@ public struct SupervisorStateMachine: Sendable {
         case .reexecuted:
             resumeQueuedRestart(now: now, &out)
         }
-        updateStatusFile(&out)
+        // The status file is rewritten before any answer goes out, so that a
+        // requester that reads it on its answer finds it current.
+        var status: [SupervisorAction] = []
+        updateStatusFile(&status)
+        if let first = out.firstIndex(where: { if case .answer = $0 { true } else if case .exit = $0 { true } else { false } }) {
+            out.insert(contentsOf: status, at: first)
+        } else {
+            out += status
+        }
+        // Last: the shell execs when it carries this out.
         reexecIfQuiet(now: now, &out)
         return out
     }

@@ -122,6 +122,10 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     private let onServerRunning: @Sendable (any Channel) async -> Void
     private var processesRunBeforeServerStart: [@Sendable () async throws -> Void]
 
+    // The two initialisers list the same parameters on purpose: Hummingbird's
+    // `Application` offers both `init(responder:)` and `init(router:)`, and
+    // Swift cannot share default arguments between initialisers.
+
     /// Creates an application from a responder.
     /// - Parameters:
     ///   - responder: Answers requests.

@@ -6,6 +6,9 @@ import Glibc
 /// Every error carries a ``Code`` to match on, a message for people that says
 /// what was found and what to do about it, and the `errno` of the system call
 /// that failed, when one did.
+///
+/// It mirrors BatonCore's `BatonError` in shape (a code, a message, an errno)
+/// on purpose: the app-side library depends on nothing of the supervisor's.
 public struct ListenError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of problem was found.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

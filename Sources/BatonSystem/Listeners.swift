@@ -70,9 +70,11 @@ public enum Listeners {
                     l = try bindTCP(host: host, port: port, backlog: depth, original: spec.address, reusePort: reusePort)
                 case .unix(let path):
                     l = try bindUnix(path: path, backlog: depth, mode: socketMode)
+                case .udp(let host, let port):
+                    l = try bindTCP(host: host, port: port, backlog: 0, original: spec.address, reusePort: false, datagram: true)
                 }
                 l.name = "listen\(i)"
-                l.envKey = spec.envKey ?? l.address.description
+                l.envKey = spec.envKey ?? l.address.serverStarterKey
                 l.targetFD = spec.fd
                 bound.append(l)
             }
@@ -98,6 +100,8 @@ public enum Listeners {
             l = try bindUnix(path: temporaryPath, backlog: backlog ?? baton_somaxconn(), mode: socketMode)
             l.address = .unix(path: path)
             l.temporaryPath = temporaryPath
+        case .udp:
+            return listener  // shared by every generation: never a socket of its own
         }
         l.name = listener.name
         l.envKey = listener.envKey
@@ -206,8 +210,10 @@ public enum Listeners {
 
     // MARK: - TCP
 
+    /// A TCP listener, or with `datagram` a bound UDP socket (no listen, no SO_REUSEADDR).
     private static func bindTCP(
-        host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool, listening: Bool = true
+        host: String, port: UInt16, backlog: Int32, original: ListenAddress, reusePort: Bool, listening: Bool = true,
+        datagram: Bool = false
     ) throws(BatonError) -> Listener {
         let resolved: SocketName.Resolved
         switch SocketName.resolve(host: host, port: port) {
@@ -215,12 +221,15 @@ public enum Listeners {
         case .failure(let e): throw BatonError(.bindFailed, "cannot listen on \(original): cannot resolve '\(host)': \(e.message)")
         }
         let family = resolved.family
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let type = datagram ? SOCK_DGRAM : SOCK_STREAM
+        let fd = socket(family, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             throw BatonError(.bindFailed, "cannot listen on \(original): socket: \(Sys.describe(errno: errno))", errno: errno)
         }
         var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // On UDP, SO_REUSEADDR would let a second socket bind the same port
+        // and take its datagrams: leave it off, so that a port in use fails.
+        if !datagram { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
         if family == AF_INET6 {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
@@ -232,13 +241,15 @@ public enum Listeners {
             close(fd)
             throw bindError(original, errno: e, port: port)
         }
-        guard !listening || listen(fd, backlog) == 0 else {
+        guard !listening || datagram || listen(fd, backlog) == 0 else {
             let e = errno
             close(fd)
             throw BatonError(.bindFailed, "cannot listen on \(original): \(Sys.describe(errno: e))", errno: e)
         }
         let parked = try park(fd, original)
-        var l = Listener(address: localAddress(parked) ?? original, fd: parked, name: "", createdFile: nil)
+        var address = localAddress(parked) ?? original
+        if datagram, case .tcp(let host, let port) = address { address = .udp(host: host, port: port) }
+        var l = Listener(address: address, fd: parked, name: "", createdFile: nil)
         l.reusePort = reusePort
         return l
     }
@@ -253,7 +264,8 @@ public enum Listeners {
     private static func bindError(_ address: ListenAddress, errno e: Int32, port: UInt16) -> BatonError {
         switch e {
         case EADDRINUSE:
-            guard let owner = portOwner(port) else {
+            // The owner lookup reads TCP listeners: a UDP port's is not there.
+            guard !address.isDatagram, let owner = portOwner(port) else {
                 return BatonError(
                     .bindFailed, "\(address) is already in use; stop that process or choose another address with --listen", errno: e)
             }

@@ -118,8 +118,11 @@ public struct StatusFile: Sendable {
     }
 
     /// Rewrites it with these entries (the machine decides which generations are listed).
+    ///
+    /// The lines come in Server::Starter's order (its `sort keys`): by the
+    /// generation's digits as text, so `10:...` stands before `9:...`.
     public func write(_ entries: [StatusEntry]) {
-        let text = entries.map { "\($0.generation):\($0.pid)\n" }.joined()
+        let text = entries.sorted { String($0.generation) < String($1.generation) }.map { "\($0.generation):\($0.pid)\n" }.joined()
         do { try Sys.writeFileAtomically(path, text) } catch { Log.warning(error.message) }
     }
 

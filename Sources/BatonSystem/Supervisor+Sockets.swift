@@ -31,6 +31,10 @@ extension Supervisor {
                 if Listeners.temporaryPath(for: path, socket: 1_000_000) != nil { return .renamed }
                 Log.warning("\(path): too long for a generation's own socket next to it; this listener is shared")
                 return .shared
+            case .udp:
+                // Datagrams have no connections to drop at a signal and no
+                // accept queue to drain: one socket serves every generation.
+                return .shared
             }
         }
     }
@@ -124,7 +128,10 @@ extension Supervisor {
         guard let l = held[id] else { return }
         guard l.isTCP else {
             Log.line(
-                "\(l.address): a unix socket cannot listen again once shut down: connections to it are refused until baton is restarted")
+                l.address.isDatagram
+                    ? "\(l.address): a UDP socket cannot be used again once shut down: nothing reaches it until baton is restarted"
+                    : "\(l.address): a unix socket cannot listen again once shut down: connections to it are refused until baton is restarted"
+            )
             return
         }
         // A port the kernel chose (port 0) was given back by the shutdown:

@@ -13,7 +13,7 @@ enum RunOptions {
     static let specs: [OptionSpec] = [
         OptionSpec(
             "listen", value: "ADDR",
-            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock",
+            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock, udp:127.0.0.1:8125 (shared by every generation)",
             group: listening),
         OptionSpec(
             "listen-mode", value: "MODE",

@@ -77,12 +77,16 @@ func portSpec(_ text: String) throws(BatonError) -> ListenSpec {
         body = body[..<eq]
     }
     let key = String(body).trimmingCharacters(" ")
-    if key.hasPrefix("u") || key.contains(":u") {
-        throw BatonError(.usage, "--port \(text): UDP ports are not supported by this start_server")
+    // A "u" before the port number binds UDP; Server::Starter leaves it out
+    // of the key in SERVER_STARTER_PORT.
+    func udp(_ port: Substring) -> (Bool, Substring) { port.hasPrefix("u") ? (true, port.dropFirst()) : (false, port) }
+    func address(_ host: String, _ port: UInt16, udp: Bool) -> ListenAddress {
+        udp ? .udp(host: host, port: port) : .tcp(host: host, port: port)
     }
-    if !key.isEmpty, key.allSatisfy({ $0.isNumber }) {
-        guard let port = Int(key), port <= 65535 else { throw BatonError(.usage, "--port \(text): not a port number") }
-        return ListenSpec(.tcp(host: "0.0.0.0", port: UInt16(port)), envKey: key, fd: fd)
+    let (bareUDP, bare) = udp(Substring(key))
+    if !bare.isEmpty, bare.allSatisfy({ $0.isNumber }) {
+        guard let port = Int(bare), port <= 65535 else { throw BatonError(.usage, "--port \(text): not a port number") }
+        return ListenSpec(address("0.0.0.0", UInt16(port), udp: bareUDP), envKey: String(bare), fd: fd)
     }
     var host: String
     var portText: Substring
@@ -100,12 +104,16 @@ func portSpec(_ text: String) throws(BatonError) -> ListenSpec {
     } else {
         throw BatonError(.usage, "--port \(text): expected port, host:port or [host]:port, optionally followed by =fd")
     }
-    let portString = portText.trimmingCharacters(" ")
+    let (isUDP, digits) = udp(Substring(portText.trimmingCharacters(" ")))
+    let portString = String(digits)
     guard !portString.isEmpty, portString.allSatisfy({ $0.isNumber }), let port = Int(portString), port <= 65535 else {
         throw BatonError(.usage, "--port \(text): '\(portString)' is not a port number")
     }
     if host.isEmpty { host = "0.0.0.0" }
-    return ListenSpec(.tcp(host: host, port: UInt16(port)), envKey: key, fd: fd)
+    // The key as Server::Starter writes it: HOST:PORT or [V6]:PORT, the port
+    // as written, without the "u".
+    let envKey = host.contains(":") ? "[\(host)]:\(portString)" : "\(host):\(portString)"
+    return ListenSpec(address(host, UInt16(port), udp: isUDP), envKey: envKey, fd: fd)
 }
 
 extension StringProtocol {

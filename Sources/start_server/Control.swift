@@ -34,7 +34,7 @@ func restartServer() -> Never {
     // Watch the status file (inotify, no polling) until one generation, newer than before, is left.
     let deadline = Sys.now() + timeout
     guard let pid = readPid(pidFile) else { die("failed to open file:\(pidFile): \(Sys.describe(errno: errno))") }
-    guard let before = generations(statusFile).last else { die("no active process found in the status file") }
+    guard let before = generations(statusFile).max() else { die("no active process found in the status file") }
     let dir = String(Sys.absolute(statusFile).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
     let inotify = baton_inotify_watch(dir.isEmpty ? "/" : dir)
     guard kill(pid, SIGHUP) == 0 else { die("failed to send SIGHUP to the server process:\(Sys.describe(errno: errno))") }

@@ -10,6 +10,9 @@ import Testing
         ("8080", .tcp(host: "127.0.0.1", port: 8080)),
         ("localhost:0", .tcp(host: "localhost", port: 0)),
         ("unix:/run/app.sock", .unix(path: "/run/app.sock")),
+        ("udp:127.0.0.1:8125", .udp(host: "127.0.0.1", port: 8125)),
+        ("udp:[::1]:8125", .udp(host: "::1", port: 8125)),
+        ("udp:8125", .udp(host: "127.0.0.1", port: 8125)),
     ])
     func listenAddresses(text: String, expected: ListenAddress) throws {
         #expect(try ListenAddress(parsing: text) == expected)
@@ -18,6 +21,7 @@ import Testing
     @Test(arguments: [
         "", "65536", "127.0.0.1:", "127.0.0.1:http", ":8080", "::1:8080", "[::1]8080", "[127.0.0.1]:80",
         "unix:", "/tmp/app.sock", "-1", "8080x", "unix:/" + String(repeating: "a", count: 107),
+        "udp:", "udp:unix:/a.sock", "udp:/a.sock", "udp:127.0.0.1:", "udp:99999",
     ])
     func badListenAddresses(text: String) {
         #expect(throws: BatonError.self) { try ListenAddress(parsing: text) }
@@ -33,6 +37,13 @@ import Testing
         #expect(try ListenAddress(parsing: "[::1]:8080").description == "[::1]:8080")
         #expect(try ListenAddress(parsing: "8080").description == "127.0.0.1:8080")
         #expect(try ListenAddress(parsing: "unix:/a.sock").description == "/a.sock")
+        // UDP: named so in messages; Server::Starter's key has no "u".
+        let udp = try ListenAddress(parsing: "udp:[::1]:8125")
+        #expect(udp.description == "udp:[::1]:8125")
+        #expect(udp.notation == "udp:[::1]:8125")
+        #expect(try ListenAddress(parsing: udp.notation) == udp)
+        #expect(udp.serverStarterKey == "[::1]:8125")
+        #expect(try ListenAddress(parsing: "127.0.0.1:8080").serverStarterKey == "127.0.0.1:8080")
     }
 
     @Test func durations() throws {

@@ -71,6 +71,20 @@ import Testing
         #expect(signals(h.advance(0.1)) == [.signal(pid: 1000, signal: SIGTERM)])
     }
 
+    /// As Server::Starter counts it: from the moment the serving generation
+    /// took over, not from its spawn.
+    @Test func anAutoRestartIsDueOneIntervalAfterTheTakeOver() {
+        var h = Harness { $0.autoRestartInterval = .seconds(10) }
+        h.startServing()
+        #expect(h.state(of: 1) == "serving")
+        #expect(h.machine.nextDeadline == h.now + .seconds(10))
+        func spawnsTwo(_ actions: [SupervisorAction]) -> Bool {
+            actions.contains { if case .spawn(2, _, _) = $0 { return true } else { return false } }
+        }
+        #expect(!spawnsTwo(h.advance(9.9)))
+        #expect(spawnsTwo(h.advance(0.1)), "no auto-restart one interval after generation 1 took over")
+    }
+
     @Test func theStatusFileListsEveryGenerationThatIsUp() {
         var h = Harness {
             $0.readiness = .alive(.seconds(1))

@@ -139,7 +139,7 @@ extension Reliability {
                     (["--port=localhost:http"] + app, "'http' is not a port number"),
                     (["--port=8080=abc"] + app, "--port 8080=abc"),
                     (["--port=8080=200"] + app, "descriptor 200 is out of range"),
-                    (["--port=u8080"] + app, "UDP ports are not supported"),
+                    (["--port=u99999"] + app, "not a port number"),
                     (["--port=[::1"] + app, "--port [::1"),
                     (["--path=" + s.path + "/" + String(repeating: "p", count: 110)] + app, "over the kernel's limit of 107"),
                     ([p, "--interval=soon"] + app, "--interval 'soon': not a duration"),

@@ -261,7 +261,8 @@ final class CaseRecord {
     }
 }
 
-/// Runs `body` as the case `id`, writing its row whatever happens.
+/// Runs `body` as the case `id`, writing its row whatever happens: an error
+/// it throws is a failure of the case (in its row too), never a pass.
 func faultCase(_ id: String, _ body: (CaseRecord) throws -> Void) rethrows {
     let record = CaseRecord(id)
     defer { record.finish() }
@@ -269,6 +270,9 @@ func faultCase(_ id: String, _ body: (CaseRecord) throws -> Void) rethrows {
         try body(record)
     } catch let e as CaseAborted {
         _ = e
+    } catch {
+        record.expect(false, "threw: \(error)")
+        throw error
     }
 }
 
@@ -286,6 +290,9 @@ extension Binaries {
 /// BATON_WRITE_RELIABILITY=1; it lists every case of the catalogue, run or not.
 enum ReliabilityReport {
     static var rowsDirectory: String { Binaries.directory + "/reliability-rows" }
+    /// This test process's run: the page shows only rows written by it, so a
+    /// case that did not run this time shows "not run", not an old "pass".
+    static let runID = "\(getpid())-\(Int(Date().timeIntervalSince1970))"
 
     /// The repository's docs/reliability.md (through the real path of this file).
     static var page: String {
@@ -296,6 +303,8 @@ enum ReliabilityReport {
     }
 
     static func write(_ row: [String: Any], id: String) {
+        var row = row
+        row["run"] = runID
         try? FileManager.default.createDirectory(atPath: rowsDirectory, withIntermediateDirectories: true)
         if let data = try? JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]) {
             _ = FileManager.default.createFile(atPath: rowsDirectory + "/" + id + ".json", contents: data)
@@ -309,7 +318,7 @@ enum ReliabilityReport {
         var out: [String: [String: Any]] = [:]
         for c in FaultCase.all {
             guard let data = FileManager.default.contents(atPath: rowsDirectory + "/" + c.id + ".json"),
-                let row = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+                let row = try? JSONSerialization.jsonObject(with: data) as? [String: Any], row["run"] as? String == runID
             else { continue }
             out[c.id] = row
         }
@@ -343,11 +352,14 @@ enum ReliabilityReport {
                 BATON_WRITE_RELIABILITY=1 swift test -c release --no-parallel --filter Reliability
 
             Every case runs the real `baton` (or `start_server`) and the test app
-            (`Sources/baton-testapp`, whose switches inject the faults) under a bounded
-            HTTP load on 127.0.0.1 (8 clients, a new connection per request), and checks
-            the failed requests (none wherever a serving generation exists, unless the
-            row states the kernel's limit), the exit code and message, and that no
-            process, zombie, descriptor or file is left behind.
+            (`Sources/baton-testapp`, whose switches inject the faults). Where a
+            generation serves, it does so under a bounded HTTP load on 127.0.0.1 (8
+            clients, a new connection per request) and the failed requests are counted
+            (none may fail, unless the row states the kernel's limit); a case with "-"
+            under Requests has nothing serving to load (an option refused before
+            anything starts). Every case checks the exit code and message, and that no
+            process, zombie, descriptor or file is left behind. Only the rows of this
+            run are shown: a case that did not run says "not run".
 
             Last run: \(rows.count) of \(FaultCase.all.count) cases, \(passed) passed, \(seconds) s in all (\(configurations.joined(separator: ", ")) build), made from \(commit).
 

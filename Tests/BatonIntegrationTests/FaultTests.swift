@@ -139,42 +139,34 @@ extension Reliability {
             }
         }
 
-        /// A retired generation that does not exit on its signal.
-        @Test func ignoresTerm() throws {
-            try faultCase("app.ignore-term") { c in
-                let v = try Serving(c, options: ["--settle", "0", "--drain-timeout", "1s"], args: "--notify --ignore-term --workers 2")
+        /// Generation 1's processes outlive its signal: its main process
+        /// ignores TERM (its group is killed at --drain-timeout), or exits at
+        /// once and leaves its two workers behind (killed with the group).
+        @Test(arguments: [("app.ignore-term", "--ignore-term"), ("app.orphan-workers", "--orphan-workers")])
+        func outlivesItsSignal(_ id: String, _ fault: String) throws {
+            let ignoresTerm = fault == "--ignore-term"
+            try faultCase(id) { c in
+                let options = ["--settle", "0"] + (ignoresTerm ? ["--drain-timeout", "1s"] : [])
+                let v = try Serving(c, options: options, args: "--notify \(fault) --workers 2")
                 let b = v.b
                 let group = try c.require(pgidIn(body(httpGet(port: v.port, path: "/env"))), "no pgid")
                 c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
                 let members = processGroupMembers(group)
                 let stats = v.restart(into: "next", args: "--notify") {
                     c.expect(b.waitServing(2), "generation 2 did not serve")
-                    c.expect(eventually(5) { b.count("sent SIGKILL to its process group") == 1 }, "no SIGKILL: \(b.log)")
                     c.expect(eventually(5) { members.allSatisfy(isGone) }, "left: \(members.filter { !isGone($0) })")
                 }
                 c.load(stats)
-                c.note(line(b.log, containing: "sent SIGKILL to its process group") ?? "")
-                c.limit =
-                    "none may fail: steering sends every new connection to generation 2 before generation 1 is signalled, so the SIGKILL finds it idle (\(stats.failed) here). With --listen-mode shared it keeps accepting until it is killed, and the requests it holds then are reset"
-                v.finish(c)
-            }
-        }
-
-        @Test func workersOutliveTheirParent() throws {
-            try faultCase("app.orphan-workers") { c in
-                let v = try Serving(c, options: ["--settle", "0"], args: "--notify --orphan-workers --workers 2")
-                let b = v.b
-                let group = try c.require(pgidIn(body(httpGet(port: v.port, path: "/env"))), "no pgid")
-                c.expect(eventually(5) { processGroupMembers(group).count == 3 }, "no workers")
-                let workers = processGroupMembers(group).filter { $0 != group }
-                let stats = v.restart(into: "next", args: "--notify") {
-                    c.expect(b.waitServing(2), "generation 2 did not serve")
-                    c.expect(eventually(5) { workers.allSatisfy(isGone) }, "workers left: \(workers.filter { !isGone($0) })")
+                if ignoresTerm {
+                    c.expect(eventually(3) { b.count("sent SIGKILL to its process group") == 1 }, "no SIGKILL: \(b.log)")
+                    c.note(line(b.log, containing: "sent SIGKILL to its process group") ?? "")
+                    c.limit =
+                        "none may fail: steering sends every new connection to generation 2 before generation 1 is signalled, so the SIGKILL finds it idle (\(stats.failed) here). With --listen-mode shared it keeps accepting until it is killed, and the requests it holds then are reset"
+                } else {
+                    c.note("the main process exited at once; its 2 workers were killed with the group and reaped")
+                    c.limit =
+                        "none may fail: the workers get no new connection once generation 2 is steered to, so they are idle when they are killed with their group (\(stats.failed) here); with --listen-mode shared, the requests they hold are reset"
                 }
-                c.load(stats)
-                c.note("the main process exited at once; its 2 workers were killed with the group and reaped")
-                c.limit =
-                    "none may fail: the workers get no new connection once generation 2 is steered to, so they are idle when they are killed with their group (\(stats.failed) here); with --listen-mode shared, the requests they hold are reset"
                 v.finish(c)
             }
         }

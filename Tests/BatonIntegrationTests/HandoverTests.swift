@@ -119,7 +119,8 @@ import Testing
             let changed = mode.isEmpty ? answeringGeneration() == n : eventually(5) { answeringGeneration() == n }
             #expect(
                 changed,
-                "\(mode.isEmpty ? "steered" : "shared"): restart \(n - 1) did not change the generation that answers (now: \(answeringGeneration().map(String.init) ?? "none"))\n\(b.lines("gen \(n)").joined(separator: "\n"))")
+                "\(mode.isEmpty ? "steered" : "shared"): restart \(n - 1) did not change the generation that answers (now: \(answeringGeneration().map(String.init) ?? "none"))\n\(b.lines("gen \(n)").joined(separator: "\n"))"
+            )
             restarts += 1
         }
         s.point(to: "broken")

@@ -20,13 +20,24 @@ extension Reliability {
         }
 
         /// Stops the daemon and checks it leaves nothing behind.
-        func stopDaemon(_ d: Daemon, _ watch: Watch, _ c: CaseRecord) {
+        /// With `checkRunningFirst`, first checks that the supervisor holds no
+        /// new descriptor and no zombie.
+        func stopDaemon(_ d: Daemon, _ watch: Watch, _ c: CaseRecord, checkRunningFirst: Bool = false) {
+            if checkRunningFirst { watch.checkRunning(c) }
             watch.sample()
             let stop = d.run("stop")
             c.expect(stop.code == 0, "stop: \(stop.output)")
             c.expect(eventually(5) { isGone(watch.supervisor) }, "the supervisor is still running")
             watch.checkAllGone(c)
             c.expectNoFiles(in: d.s)
+        }
+
+        /// The arguments of `baton deploy` of `release` (under `s`'s releases/)
+        /// to the supervisor of `app.pid`, with `current` as its symlink; with
+        /// `fresh`, the options that start one if none runs.
+        func deployArguments(_ s: Scratch, _ release: String, fresh: Bool = true, app: [String]) -> [String] {
+            ["deploy", "--pid-file", s.path + "/app.pid", "--release", s.path + "/releases/" + release, "--current", s.path + "/current"]
+                + (fresh ? ["--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify"] : []) + ["--"] + app
         }
 
         @Test func fiftyHangupsInOneSecond() throws {
@@ -120,13 +131,7 @@ extension Reliability {
             try faultCase("op.two-deploys") { c in
                 let s = Scratch()
                 for v in ["v1", "v2", "v3"] { s.release(v, args: "--notify --ready-delay 600") }
-                let pid = s.path + "/app.pid"
-                func deploy(_ release: String) -> [String] {
-                    [
-                        "deploy", "--pid-file", pid, "--release", s.path + "/releases/" + release, "--current", s.path + "/current",
-                        "--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify", "--", Binaries.testapp,
-                    ]
-                }
+                func deploy(_ release: String) -> [String] { deployArguments(s, release, app: [Binaries.testapp]) }
                 let first = batonCommand(deploy("v1"), in: s)
                 c.expect(first.code == 0, "first deploy: \(first.output)")
                 let d = Daemon(s: s)
@@ -146,8 +151,7 @@ extension Reliability {
                 c.expect(s.pointed() == "v3", "current does not name v3")
                 c.note("both exit 0; the second printed 'another deploy is running; waiting'; v3 serves as generation 3")
                 c.note("the lock file app.pid.deploy-lock stays, as lock files do")
-                watch.checkRunning(c)
-                stopDaemon(d, watch, c)
+                stopDaemon(d, watch, c, checkRunningFirst: true)
             }
         }
 
@@ -156,19 +160,13 @@ extension Reliability {
                 let s = Scratch()
                 let (d, watch, port) = try startedDaemon(c, s)
                 let load = Load(port: port, clients: 8)
-                let r = batonCommand(
-                    [
-                        "deploy", "--pid-file", d.pidFile, "--release", s.path + "/releases/nope", "--current", s.path + "/current", "--",
-                        "x",
-                    ],
-                    in: s)
+                let r = batonCommand(deployArguments(s, "nope", fresh: false, app: ["x"]), in: s)
                 c.load(load.stop())
                 c.expect(r.code == 2, "exit \(String(describing: r.code)): \(r.output)")
                 c.expect(r.output.contains("--release \(s.path)/releases/nope: No such file or directory; nothing was changed"), r.output)
                 c.expect(s.pointed() == "good", "the symlink moved")
                 c.note("exit 2: '\(r.output.trimmingCharacters(in: .whitespacesAndNewlines))'")
-                watch.checkRunning(c)
-                stopDaemon(d, watch, c)
+                stopDaemon(d, watch, c, checkRunningFirst: true)
             }
         }
 
@@ -181,13 +179,8 @@ extension Reliability {
                     _ = FileManager.default.createFile(
                         atPath: dir + "/app", contents: Data(script.utf8), attributes: [.posixPermissions: mode])
                 }
-                let pid = s.path + "/app.pid"
                 func deploy(_ release: String) -> (code: Int32?, output: String, seconds: Double) {
-                    batonCommand(
-                        [
-                            "deploy", "--pid-file", pid, "--release", s.path + "/releases/" + release, "--current", s.path + "/current",
-                            "--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify", "--", "./app",
-                        ], in: s)
+                    batonCommand(deployArguments(s, release, app: ["./app"]), in: s)
                 }
                 let first = deploy("v1")
                 c.expect(first.code == 0, "deploy v1: \(first.output)")
@@ -202,8 +195,7 @@ extension Reliability {
                 c.expect(r.output.contains("points back to \(s.path)/releases/v1"), r.output)
                 c.expect(body(httpGet(port: port))?.hasPrefix("v1 gen=1") == true, "v1 does not serve")
                 c.note("exit 6: '\(line(r.output, containing: "failed:") ?? "")'")
-                watch.checkRunning(c)
-                stopDaemon(d, watch, c)
+                stopDaemon(d, watch, c, checkRunningFirst: true)
             }
         }
 
@@ -231,8 +223,7 @@ extension Reliability {
                 c.expect(restart.output.contains("still serves"), restart.output)
                 c.note("restart: exit 6, '\(line(restart.output, containing: "failed:") ?? "")'")
                 s.point(to: "good")
-                watch.checkRunning(c)
-                stopDaemon(d, watch, c)
+                stopDaemon(d, watch, c, checkRunningFirst: true)
             }
         }
 
@@ -274,8 +265,7 @@ extension Reliability {
                 }
                 c.load(load.stop())
                 c.expect(body(httpGet(port: port))?.hasPrefix("good gen=1") == true, "generation 1 does not serve")
-                watch.checkRunning(c)
-                stopDaemon(d, watch, c)
+                stopDaemon(d, watch, c, checkRunningFirst: true)
             }
         }
 

@@ -123,12 +123,18 @@ extension Reliability {
             }
         }
 
+        /// A second user (made with useradd) and a scratch directory it can enter.
+        func otherUserAndScratch(_ c: CaseRecord) throws -> (OtherUser, Scratch) {
+            let other = try c.require(OtherUser(), "useradd failed")
+            let s = Scratch()
+            chmod(s.path, 0o755)
+            return (other, s)
+        }
+
         @Test(.enabled(if: Peers.available(isRoot), "needs root to add a user"))
         func anotherUserCannotControlTheSupervisor() throws {
             try faultCase("sec.other-user") { c in
-                let other = try c.require(OtherUser(), "useradd failed")
-                let s = Scratch()
-                chmod(s.path, 0o755)
+                let (other, s) = try otherUserAndScratch(c)
                 let d = Daemon(s: s)
                 c.expect(d.start().code == 0, "start")
                 let supervisor = try c.require(d.supervisorPid, "no pid")
@@ -174,9 +180,7 @@ extension Reliability {
         @Test(.enabled(if: Peers.available(isRoot), "needs root to add a user and to drop privileges"))
         func userAndGroupDropPrivileges() throws {
             try faultCase("sec.user-group") { c in
-                let other = try c.require(OtherUser(), "useradd failed")
-                let s = Scratch()
-                chmod(s.path, 0o755)
+                let (other, s) = try otherUserAndScratch(c)
                 let b = servingBaton(s, options: ["--settle", "0", "--user", OtherUser.name], args: "--notify --workers 2")
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")

@@ -10,6 +10,23 @@ public enum TestSockets {
         public init(description: String) { self.description = description }
     }
 
+    /// Sends `text` in one UDP datagram to host:port and returns the answer
+    /// that comes within 1 s, if any.
+    public static func udpExchange(host: String, port: UInt16, _ text: String) -> String? {
+        guard case .success(let address) = SocketName.resolve(host: host, port: port, type: Int32(SOCK_DGRAM.rawValue)) else {
+            return nil
+        }
+        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        setTimeout(fd, seconds: 1)
+        let sent = address.withSockaddr { sendto(fd, text, text.utf8.count, 0, $0, $1) }
+        guard sent == text.utf8.count else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+
     @discardableResult
     public static func check(_ result: Int32, _ what: String) throws -> Int32 {
         guard result >= 0 else { throw Failure(description: "\(what): \(String(cString: strerror(errno)))") }

@@ -29,22 +29,15 @@ extension ClassicStack {
             try #require(eventually(10) { body(httpGet(.tcp(nginx.port)))?.hasPrefix("v1 gen=1 ") == true })
 
             let load = Load(.tcp(nginx.port), clients: 8, maxSeconds: 90)
-            baton.restart(through: 2...6)
-            // A broken release: deploy fails (6), `current` is pointed back, v1 keeps serving.
-            let broken = baton.deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
-            #expect(broken.status == 6, "\(broken.output)")
-            #expect(Paths.realPath(scratch.file("current")) == Paths.realPath(scratch.file("releases/v1")))
-            // Then a good one.
-            let good = baton.deploy(release: scratch.file("releases/v2"), current: scratch.file("current"), command: command)
-            #expect(good.status == 0, "\(good.output)")
-            usleep(500_000)
-            let stats = load.stop()
-
-            print(
-                "nginx -> baton over \(transport): 5 restarts and 2 deploys (one broken): "
-                    + "\(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)"
-            )
-            #expect(stats.failed == 0, "\(stats.errors)")
+            // A broken release: deploy fails (6), `current` is pointed back, v1
+            // keeps serving. Then a good one.
+            let stats = baton.restartsAndABrokenDeploy(
+                scratch, through: 2...6, command: command, load: load,
+                what: "nginx -> baton over \(transport): 5 restarts and 2 deploys (one broken)"
+            ) {
+                let good = baton.deploy(release: scratch.file("releases/v2"), current: scratch.file("current"), command: command)
+                #expect(good.status == 0, "\(good.output)")
+            }
             #expect(stats.serverErrors == 0)
             #expect(stats.ok > 500)
             #expect(stats.releases == ["v1", "v2"])

@@ -48,6 +48,27 @@ final class BatonRun: @unchecked Sendable {
         return run(Paths.baton, args, timeout: 90)
     }
 
+    /// Under a load that `stop` ends (after the last restart): restarts
+    /// through `generations`, then deploys `scratch`'s releases/broken, which
+    /// must fail (exit 6) and leave `current` on releases/v1; then `more`.
+    /// Returns the load's figures, printed as `what`.
+    func restartsAndABrokenDeploy(
+        _ scratch: Scratch, through generations: ClosedRange<Int>, command: [String], load: Load, what: String,
+        more: () -> Void = {}, sourceLocation: SourceLocation = #_sourceLocation
+    ) -> Load.Stats {
+        restart(through: generations, sourceLocation: sourceLocation)
+        let broken = deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
+        #expect(broken.status == 6, "\(broken.output)", sourceLocation: sourceLocation)
+        #expect(
+            Paths.realPath(scratch.file("current")) == Paths.realPath(scratch.file("releases/v1")), sourceLocation: sourceLocation)
+        more()
+        usleep(500_000)
+        let stats = load.stop()
+        print("\(what): \(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)")
+        #expect(stats.failed == 0, "\(stats.errors)", sourceLocation: sourceLocation)
+        return stats
+    }
+
     @discardableResult
     func stop() -> Int32? { child.stop(SIGTERM, grace: 20) }
 }

@@ -46,16 +46,8 @@ extension ClassicStack {
 
             // Unique URLs: every request goes through to the app.
             let load = Load(.tcp(nginx.port), clients: 8, uniquePaths: true, maxSeconds: 90)
-            baton.restart(through: 2...4)
-            let broken = baton.deploy(release: scratch.file("releases/broken"), current: scratch.file("current"), command: command)
-            #expect(broken.status == 6, "\(broken.output)")
-            usleep(500_000)
-            let stats = load.stop()
-            print(
-                "nginx -> Varnish -> baton: 3 restarts and a broken deploy: "
-                    + "\(stats.ok) requests, \(stats.failed) failed, \(stats.serverErrors) 5xx \(stats.errors)"
-            )
-            #expect(stats.failed == 0, "\(stats.errors)")
+            let stats = baton.restartsAndABrokenDeploy(
+                scratch, through: 2...4, command: command, load: load, what: "nginx -> Varnish -> baton: 3 restarts and a broken deploy")
             #expect(stats.ok > 300)
             #expect(varnish.backends.contains(" healthy"), "\(varnish.backends)")
 

@@ -156,11 +156,8 @@ def write_markdown(data, path):
             "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
             "Perl's `start_server --restart` polls the status file once a second).\n\n"
         )
-        rows = []
-        for r in lat["variants"]:
-            rows.append([r["variant"], f"`{r['command']}`", _ms(r["serving"]["median_s"]), _ms(r["serving"]["max_s"]),
-                         _ms(r["old_exited"]["median_s"]), _ms(r["old_exited"]["max_s"]),
-                         _ms(r["returned"]["median_s"]), _ms(r["returned"]["max_s"])])
+        rows = [[r["variant"], f"`{r['command']}`"] + [_ms(r[k][m]) for k in ("serving", "old_exited", "returned") for m in ("median_s", "max_s")]
+                for r in lat["variants"]]
         out.append(_table(["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"], rows))
 
     o = _section(out, sc, "overhead", "3. Overhead", "rows")
@@ -170,11 +167,9 @@ def write_markdown(data, path):
             "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
             "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
         )
-        rows = []
-        for r in o["rows"]:
-            setup = "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"])
-            rows.append([r["app"], setup, f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}",
-                         f"{r['p99_ms']:.2f}"])
+        rows = [[r["app"], "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"]),
+                 f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}", f"{r['p99_ms']:.2f}"]
+                for r in o["rows"]]
         out.append(_table(["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"], rows))
 
     fp = _section(out, sc, "footprint", "4. Footprint", "rows")
@@ -185,12 +180,12 @@ def write_markdown(data, path):
             f"side by side. Then {first['restarts']['count']} restarts each, in turn (HUP, until the old generation is gone). "
             "CPU time from /proc/PID/task/*/schedstat, context switches of every thread.\n\n"
         )
-        rows = []
-        for r in fp["rows"]:
+        def footprint_row(r):
             i, b = r["idle"], r["restarts"]
-            rows.append([r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
-                         i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
-                         b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])])
+            return [r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
+                    i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
+                    b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])]
+        rows = [footprint_row(r) for r in fp["rows"]]
         out.append(_table(["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches",
                            "restarts: CPU ms", "ctx switches", "RSS peak", "median restart"], rows))
 
