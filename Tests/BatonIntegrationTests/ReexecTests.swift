@@ -52,13 +52,14 @@ private func untilServing(
     @Test func aDeployThatChangesTheAppsArgumentsReexecsInPlaceUnderLoad() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        let started = d.start(app: ["--notify", "--tag", "a"])
+        // --dir given: the tests' Child changes this process's directory for a moment (other suites run meanwhile).
+        let started = d.start(["--dir", s.path], app: ["--notify", "--tag", "a"])
         #expect(started.code == 0, "\(started.output)")
         let port = try #require(d.port)
         let supervisor = try #require(d.supervisorPid)
         let sockets = socketCount(supervisor)
         func deploy(_ app: [String]) -> [String] {
-            ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify"] + app
+            ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--dir", s.path, "--", Binaries.testapp, "--notify"] + app
         }
         let load = Load(port: port, clients: 4)
         // The same options: a plain restart.
