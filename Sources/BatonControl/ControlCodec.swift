@@ -127,6 +127,7 @@ extension ControlStatus {
             ("v", .int(ControlProtocol.version)), ("type", .string("status")), ("ok", .bool(true)), ("code", .string("running")),
             ("exit", .int(0)), ("pid", .int(pid)), ("uptime_ms", .int(uptimeMilliseconds)), ("started_at", .int(startedAt)),
             ("state", .string(state)), ("version", .string(version)), ("binary", binary.map(JSON.string)),
+            ("binary_id", binaryID.map(JSON.string)), ("configuration", configuration),
             ("reexecuted_at", .optional(reexecutedAt)), ("reexecutions", .int(reexecutions)),
             ("warnings", .array(warnings.map(JSON.string))),
             (
@@ -149,6 +150,8 @@ extension ControlStatus {
             pid: pid, uptimeMilliseconds: j["uptime_ms"]?.int64 ?? 0, startedAt: j["started_at"]?.int ?? 0,
             state: j["state"]?.string ?? "?", version: j["version"]?.string ?? "?")
         binary = j["binary"]?.string
+        binaryID = j["binary_id"]?.string
+        configuration = j["configuration"]
         reexecutedAt = j["reexecuted_at"]?.int
         reexecutions = j["reexecutions"]?.int ?? 0
         warnings = j["warnings"]?.array?.compactMap(\.string) ?? []

@@ -27,8 +27,10 @@ public enum ControlRequest: Sendable, Equatable {
     /// Stop every generation and the supervisor.
     case stop
     /// Replace the supervisor's program (and options) in place: `binary` to
-    /// exec, `arguments` its `run` options (nil: the same as now).
-    case upgrade(binary: String?, arguments: [String]?)
+    /// exec (nil: the one on disk where the running one was started from),
+    /// `configuration` its run configuration as `RunConfiguration.json`
+    /// writes it (nil: the same as now).
+    case upgrade(binary: String?, configuration: JSON?)
 
     /// Why a line is not a request.
     public enum Problem: Error, Sendable, Equatable {
@@ -49,10 +51,10 @@ public enum ControlRequest: Sendable, Equatable {
             o["cmd"] = .string("restart")
             o["wait_drain"] = .bool(wait)
         case .stop: o["cmd"] = .string("stop")
-        case .upgrade(let binary, let arguments):
+        case .upgrade(let binary, let configuration):
             o["cmd"] = .string("upgrade")
             if let binary { o["binary"] = .string(binary) }
-            if let arguments { o["arguments"] = .array(arguments.map(JSON.string)) }
+            if let configuration { o["configuration"] = configuration }
         }
         return .object(o)
     }
@@ -66,8 +68,7 @@ public enum ControlRequest: Sendable, Equatable {
         case "restart": return .success(.restart(waitForDrain: j["wait_drain"]?.bool ?? true))
         case "stop": return .success(.stop)
         case "upgrade":
-            let arguments = j["arguments"]?.array.map { $0.compactMap(\.string) }
-            return .success(.upgrade(binary: j["binary"]?.string, arguments: arguments))
+            return .success(.upgrade(binary: j["binary"]?.string, configuration: j["configuration"]))
         default: return .failure(.unknownCommand(command))
         }
     }
@@ -230,6 +231,11 @@ public struct ControlStatus: Sendable, Equatable {
     public var version: String
     /// The running program.
     public var binary: String?
+    /// The running program's file as `device:inode`, to tell whether the
+    /// file on disk is still the one running.
+    public var binaryID: String?
+    /// The run configuration as `RunConfiguration.json` writes it.
+    public var configuration: JSON?
     /// Seconds since the epoch of the last re-exec, if any.
     public var reexecutedAt: Int?
     /// How many times it re-executed itself.

@@ -43,6 +43,13 @@ public enum SupervisorEvent: Sendable, Equatable {
     case socketHungUp(SocketID)
     /// Time passed: handle every deadline up to now.
     case tick
+    /// Replace the supervisor's program in place (`baton upgrade`, a
+    /// deploy with new options); request `id` waits for the outcome.
+    case reexecRequested(RequestID)
+    /// The re-exec of request `id` could not be carried out; nothing changed.
+    case reexecFailed(RequestID, reason: String)
+    /// This program took over from the one that re-executed itself.
+    case reexecuted
 }
 
 /// A socket the shell must open before a spawn.
@@ -123,6 +130,9 @@ public enum SupervisorAction: Sendable, Equatable {
     case answer(RequestID, Answer)
     /// Every generation is gone: release everything, then send these answers and exit with `code`.
     case exit(code: Int32, answers: [RequestID: Answer])
+    /// The machine is quiet: hand its state over and exec the new program
+    /// for request `id` (feed back `.reexecFailed` if that cannot be done).
+    case reexec(RequestID)
 }
 
 /// One line of Server::Starter's status file.

@@ -15,6 +15,11 @@ extension SupervisorStateMachine {
             queued = (queued ?? []) + requests
             return
         }
+        if reexecPending != nil {
+            if queued == nil { out.append(.report(Reports.restartQueuedBehindReexec())) }
+            queued = (queued ?? []) + requests
+            return
+        }
         beginAttempt(.restart, requests: requests, now: now, &out)
     }
 
@@ -42,6 +47,10 @@ extension SupervisorStateMachine {
     mutating func stopRequested(_ request: RequestID?, code: Int32, now: Instant, _ out: inout [SupervisorAction]) {
         if let request { stopRequests.append(request) }
         guard phase != .stopping, phase != .stopped else { return }
+        if let id = reexecPending {
+            reexecPending = nil
+            out.append(.answer(id, Answer(.busy, "re-exec refused: the supervisor is stopping")))
+        }
         exitCode = code
         phase = .stopping
         respawnAt = nil
@@ -96,7 +105,7 @@ extension SupervisorStateMachine {
         } else {
             for r in finished.requests { out.append(.answer(r.id, answer)) }
         }
-        if phase == .running, let next = queued {
+        if phase == .running, reexecPending == nil, let next = queued {
             queued = nil
             beginAttempt(.restart, requests: next, now: now, &out)
         }

@@ -6,6 +6,7 @@ public struct Report: Sendable, Equatable, CustomStringConvertible {
         case spawned, ready, serving, signalled, drained, exited, crashed, failed
         case killed, respawnScheduled, queued, notified, ignored, stopping, stopped, rejected
         case steered, queueDrained
+        case reexec
     }
     /// What happened.
     public var kind: Kind
@@ -154,6 +155,18 @@ enum Reports {
 
     static func retrying(_ number: Int, in delay: Duration, try n: Int, of total: Int) -> Report {
         Report(kind: .respawnScheduled, generation: number, message: "trying again in \(delay.humanDescription) (try \(n) of \(total))")
+    }
+
+    static func restartQueuedBehindReexec() -> Report {
+        Report(kind: .queued, message: "restart asked for while a re-exec waits: it follows the re-exec")
+    }
+
+    static func reexecWaiting(_ generations: Int) -> Report {
+        Report(kind: .reexec, message: "re-exec asked for: it follows once no generation is starting or draining (\(generations) live)")
+    }
+
+    static func reexecFailed(_ reason: String) -> Report {
+        Report(kind: .reexec, message: "re-exec failed: \(reason); nothing changed")
     }
 
     static func respawnScheduled(in delay: Duration) -> Report {

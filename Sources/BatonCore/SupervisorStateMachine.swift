@@ -75,7 +75,7 @@ public struct SupervisorStateMachine: Sendable {
     /// The rules.
     public let policy: SupervisorPolicy
     /// How each configured listener is handed to generations.
-    public let listeners: [ListenerMode]
+    public internal(set) var listeners: [ListenerMode]
     /// Where the supervisor stands.
     public internal(set) var phase: Phase = .idle
     /// The live generations, oldest first.
@@ -104,6 +104,9 @@ public struct SupervisorStateMachine: Sendable {
     public internal(set) var groups: [Int: ReuseportGroup] = [:]
     /// The last `generation:pid` list sent for the status file.
     public internal(set) var statusEntries: [StatusEntry] = []
+    /// A re-exec asked for and not carried out yet: it waits until the
+    /// machine is quiet (`isQuiet`); restarts asked for meanwhile wait for it.
+    public internal(set) var reexecPending: RequestID?
     var stopRequests: [RequestID] = []
     var drainWaiters: [DrainWaiter] = []
     var nextSocketID: SocketID = 0
@@ -186,6 +189,12 @@ public struct SupervisorStateMachine: Sendable {
             socketHungUp(id, &out)
         case .tick:
             tick(now: now, &out)
+        case .reexecRequested(let id):
+            reexecRequested(id, &out)
+        case .reexecFailed(let id, let reason):
+            reexecFailed(id, reason: reason, now: now, &out)
+        case .reexecuted:
+            resumeQueuedRestart(now: now, &out)
         }
         // The status file is rewritten before any answer goes out, so that a
         // requester that reads it on its answer finds it current.
@@ -196,6 +205,8 @@ public struct SupervisorStateMachine: Sendable {
         } else {
             out += status
         }
+        // Last: the shell execs when it carries this out.
+        reexecIfQuiet(now: now, &out)
         return out
     }
 

@@ -90,14 +90,18 @@ public enum Daemon {
     }
 
     /// The modes an executable of Baton runs in for itself, named by its
-    /// first argument: `__exec` (the spawn helper) and `__supervise` (the
-    /// daemon's supervisor). Does not return when `arguments` names one.
+    /// first argument: `__exec` (the spawn helper), `__supervise` (the
+    /// daemon's supervisor), `__check-reexec` (a supervisor checks this
+    /// program before it execs it) and `__takeover` (the program a
+    /// supervisor exec'd in place). Does not return when `arguments` names one.
     public static func enterHiddenMode(_ arguments: [String], program: String) {
         switch arguments.first {
         case "__exec": execHelper(Array(arguments.dropFirst()))
         case "__supervise":
             Log.setProgram(program)
             supervise()
+        case "__check-reexec": checkReexec(program: program)
+        case "__takeover": takeOver(program: program)
         default: return
         }
     }

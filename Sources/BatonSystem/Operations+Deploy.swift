@@ -50,8 +50,7 @@ extension Operations {
         var result: ControlResult
         if case .success(let channel) = ControlChannel.connect(control) {
             channel.close()
-            step(.note("restarting"))
-            result = restart(control: control, timeout: timeout, waitDrain: true, step: step)
+            result = redeploy(c, at: locations, control: control, timeout: timeout, step: step)
         } else if let problem = unreachable(locations, control: control) {
             result = problem
         } else {
@@ -68,6 +67,51 @@ extension Operations {
             }
         }
         return result
+    }
+
+    /// A deploy to a running supervisor: with other options than it runs, or
+    /// when the `baton` on disk is not the one running, it re-executes with
+    /// the new options first (restarting at once when the app's command or
+    /// environment changed); otherwise, or then, it restarts.
+    static func redeploy(
+        _ configuration: RunConfiguration, at locations: Locations, control: String, timeout: Duration, step: (Step) -> Void
+    ) -> ControlResult {
+        let started = Sys.now()
+        var reasons: [String] = []
+        var binary: String?
+        var wanted: RunConfiguration?
+        if case .running(let s) = status(at: locations) {
+            if let theirs = s.binaryID, let me = Supervisor.runningBinaryID(), theirs != me,
+                let path = Supervisor.runningBinaryPath()
+            {
+                binary = path
+                reasons.append("the baton binary \(path) is not the one running (\(s.binary ?? "deleted"), version \(s.version))")
+            }
+            if !configuration.command.isEmpty, let json = s.configuration, let running = try? RunConfiguration(json: json),
+                let pidFile = running.pidFile, let control = running.controlPath
+            {
+                let next = configuration.daemonForm(pidFile: pidFile, control: control, logFile: running.logFile ?? "")
+                let changed = next.differences(from: running.daemonForm(pidFile: pidFile, control: control, logFile: running.logFile ?? ""))
+                if !changed.isEmpty {
+                    wanted = next
+                    reasons.append("changed: " + changed.joined(separator: ", "))
+                }
+            }
+        }
+        guard !reasons.isEmpty else {
+            step(.note("restarting"))
+            return restart(control: control, timeout: timeout, waitDrain: true, step: step)
+        }
+        step(.note("re-executing the supervisor in place: " + reasons.joined(separator: "; ")))
+        var r = upgrade(control: control, binary: binary, configuration: wanted, timeout: timeout, step: step)
+        guard r.ok else { return r }
+        if r.generation == nil {
+            step(.note("re-executed in \(r.durationMilliseconds ?? 0) ms: \(r.message)"))
+            step(.note("restarting"))
+            r = restart(control: control, timeout: timeout - (Sys.now() - started), waitDrain: true, step: step)
+        }
+        r.durationMilliseconds = (Sys.now() - started).milliseconds
+        return r
     }
 }
 

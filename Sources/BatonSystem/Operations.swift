@@ -24,18 +24,7 @@ public enum Operations {
         guard let pidFile = locations.pidFile, let control = locations.control, let logFile = locations.logFile else {
             return ControlResult(.usage, "a daemon must be findable: give a NAME, --name NAME or --pid-file PATH")
         }
-        var c = configuration
-        c.pidFile = pidFile
-        c.controlPath = control
-        if c.logFile == nil { c.logFile = logFile }
-        c.dir = Sys.absolute(c.dir ?? Sys.cwd())
-        c.statusFile = c.statusFile.map(Sys.absolute)
-        c.envdir = c.envdir.map(Sys.absolute)
-        c.listen = c.listen.map { spec in
-            var s = spec
-            if case .unix(let path) = s.address { s.address = .unix(path: Sys.absolute(path)) }
-            return s
-        }
+        let c = configuration.daemonForm(pidFile: pidFile, control: control, logFile: logFile)
         do throws(BatonError) {
             // The command, user and directories are checked now, with the caller watching.
             _ = try Supervisor(configuration: c)
@@ -63,6 +52,29 @@ public enum Operations {
             return result
         } catch {
             return ControlResult(error)
+        }
+    }
+
+    /// Asks the supervisor at `control` to replace its program in place
+    /// (`binary`, nil: the one on disk where it was started from) with
+    /// `configuration` (nil: the same); the answer comes from the new
+    /// program, after the restart it made if the app's command or
+    /// environment changed.
+    public static func upgrade(
+        control: String, binary: String?, configuration: RunConfiguration?, timeout: Duration, step: (Step) -> Void = { _ in }
+    ) -> ControlResult {
+        let started = Sys.now()
+        let request = ControlRequest.upgrade(binary: binary, configuration: configuration?.json)
+        switch ControlChannel.request(request, at: control, timeout: timeout, onProgress: { step(.progress($0)) }) {
+        case .success(.result(var r)):
+            r.durationMilliseconds = (Sys.now() - started).milliseconds
+            return r
+        case .success:
+            return ControlResult(.failure, "the supervisor answered an upgrade with something else than its outcome")
+        case .failure(let e) where e.code == .timeout:
+            return ControlResult(.timeout, "no outcome within \(timeout.humanDescription); see 'baton status' and the log")
+        case .failure(let e):
+            return ControlResult(e)
         }
     }
 

@@ -84,6 +84,18 @@ public final class PidFile {
         }
     }
 
+    /// The pid file a previous program of this process wrote and locked,
+    /// taken over after a re-exec through its inherited descriptor `fd`.
+    init(adopting path: String, fd: Int32) {
+        self.path = path
+        self.fd = fd
+        self.identity = Sys.identity(fd: fd)
+        _ = baton_fcntl_setfd(fd, FD_CLOEXEC)
+    }
+
+    /// The locked descriptor, for a re-exec to keep (-1 once removed).
+    var descriptor: Int32 { fd }
+
     /// Removes the file if it is still ours, and drops the lock.
     public func remove() {
         if fd >= 0, let mine = identity, let now = Sys.identity(path), now == mine {

@@ -1,3 +1,4 @@
+import BatonControl
 import BatonCore
 
 /// How generations get their listening sockets (`--listen-mode`).
@@ -58,4 +59,45 @@ public struct RunConfiguration: Sendable {
 
     /// An empty configuration.
     public init() {}
+}
+
+extension RunConfiguration {
+    /// The configuration as a daemon findable at these paths runs it: the
+    /// paths made absolute, the directory the current one when none is given.
+    /// `deploy` compares this form with the running supervisor's.
+    public func daemonForm(pidFile: String, control: String, logFile: String) -> RunConfiguration {
+        var c = self
+        c.pidFile = pidFile
+        c.controlPath = control
+        if c.logFile == nil { c.logFile = logFile }
+        c.dir = Sys.absolute(c.dir ?? Sys.cwd())
+        c.statusFile = c.statusFile.map(Sys.absolute)
+        c.envdir = c.envdir.map(Sys.absolute)
+        c.listen = c.listen.map { spec in
+            var s = spec
+            if case .unix(let path) = s.address { s.address = .unix(path: Sys.absolute(path)) }
+            return s
+        }
+        return c
+    }
+
+    /// What differs from `other`, by option name (the run options that
+    /// deploy and upgrade can change or must refuse).
+    public func differences(from other: RunConfiguration) -> [String] {
+        var out: [String] = []
+        if command != other.command { out.append("the command") }
+        if listen != other.listen { out.append("--listen") }
+        if listenMode != other.listenMode { out.append("--listen-mode") }
+        if socketMode != other.socketMode { out.append("--socket-mode") }
+        if backlog != other.backlog { out.append("--backlog") }
+        if dir != other.dir { out.append("--dir") }
+        if envdir != other.envdir || envdirStyle != other.envdirStyle { out.append("--envdir") }
+        if env != other.env || exportedEnv != other.exportedEnv { out.append("--env") }
+        if user != other.user { out.append("--user") }
+        if group != other.group { out.append("--group") }
+        if statusFile != other.statusFile { out.append("--status-file") }
+        if policy.json != other.policy.json { out.append("the readiness, retiring or health options") }
+        if allowNoListeners != other.allowNoListeners { out.append("running without a listener") }
+        return out
+    }
 }

@@ -132,8 +132,8 @@ extension Supervisor {
             c.request = id
             requestConnections[id] = c.fd
             dispatch(.stopRequested(id))
-        case .upgrade:
-            finish(c, ControlResult(.usage, "this supervisor cannot upgrade itself in place"))
+        case .upgrade(let binary, let configuration):
+            upgradeRequested(binary: binary, configuration: configuration, from: c)
         }
     }
 
@@ -186,12 +186,12 @@ extension Supervisor {
         for c in Array(connections.values) { finish(c, ControlResult(.notRunning, "the supervisor stopped")) }
     }
 
-    private func send(_ c: ControlConnection, _ message: ControlMessage) {
+    func send(_ c: ControlConnection, _ message: ControlMessage) {
         // Answers are small; a client that does not read them is dropped.
         if !Sys.writeAllNonBlocking(c.fd, message.line.utf8) { drop(c) }
     }
 
-    private func finish(_ c: ControlConnection, _ result: ControlResult) {
+    func finish(_ c: ControlConnection, _ result: ControlResult) {
         send(c, .result(result))
         drop(c)
     }
@@ -210,7 +210,12 @@ extension Supervisor {
         var s = ControlStatus(
             pid: getpid(), uptimeMilliseconds: (now - startedAt).milliseconds, startedAt: startedWall, state: machine.phase.rawValue,
             version: batonVersion)
-        s.binary = Sys.realpath("/proc/self/exe")
+        s.binary = Self.runningBinaryPath()
+        s.binaryID = Self.runningBinaryID()
+        s.configuration = configuration.json
+        s.reexecutions = reexecutions
+        s.reexecutedAt = reexecutedAt
+        s.warnings = warnings
         s.listeners = templates.enumerated().map { i, l in
             ControlStatus.Listener(
                 address: l.address.description, fd: l.targetFD ?? Int32(3 + i), name: l.name,

@@ -37,8 +37,19 @@ public final class Supervisor {
     var startReport: (id: RequestID, fd: Int32)?
     /// Processes of gone generations already sent SIGKILL, until reaped.
     var killedStrays: Set<Int32> = []
-    let startedAt = Sys.now()
-    let startedWall = Sys.wallClockSeconds()
+    var startedAt = Sys.now()
+    var startedWall = Sys.wallClockSeconds()
+    /// The notify socket's abstract name.
+    var notifyName = ""
+    /// How many times this supervisor re-executed itself, and when it last did (seconds since the epoch).
+    var reexecutions = 0
+    var reexecutedAt: Int?
+    /// Problems `status` shows (a state that could not be taken over, ...).
+    var warnings: [String] = []
+    /// The upgrade whose check passed, waiting for the machine to be quiet.
+    var pendingUpgrade: PendingUpgrade?
+    /// The machine asked for the re-exec: carried out once the actions in hand are done.
+    var reexecDue: RequestID?
     private var pendingEvents: [SupervisorEvent] = []
     private var dispatching = false
 
@@ -85,7 +96,7 @@ public final class Supervisor {
 
         if let path = configuration.pidFile { pidFile = try PidFile(checking: path) }
         let modes = try openListeners()
-        let notifyName = try openNotifySocket()
+        notifyName = try openNotifySocket()
         if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
         spawner = Spawner(configuration: configuration, notifySocket: notifyName, credentials: credentials)
@@ -116,7 +127,7 @@ public final class Supervisor {
         return loop()
     }
 
-    private func loop() -> Int32 {
+    func loop() -> Int32 {
         var tokens = [UInt64](repeating: 0, count: 16)
         while exitCode == nil {
             var timeout: Int32 = -1
@@ -207,9 +218,16 @@ public final class Supervisor {
         guard !dispatching else { return }
         dispatching = true
         defer { dispatching = false }
-        while !pendingEvents.isEmpty, exitCode == nil {
-            let next = pendingEvents.removeFirst()
-            for action in machine.handle(next, now: Sys.now()) { execute(action) }
+        while true {
+            while !pendingEvents.isEmpty, exitCode == nil {
+                let next = pendingEvents.removeFirst()
+                for action in machine.handle(next, now: Sys.now()) { execute(action) }
+            }
+            // A re-exec is carried out with nothing left in hand; it returns
+            // only when it failed, having enqueued `.reexecFailed`.
+            guard exitCode == nil, let id = reexecDue else { break }
+            reexecDue = nil
+            reexec(id)
         }
         pendingEvents.removeAll()
     }
@@ -252,6 +270,8 @@ public final class Supervisor {
             exitCode = code
             cleanUp()
             finish(answers)
+        case .reexec(let id):
+            reexecDue = id
         }
     }
 

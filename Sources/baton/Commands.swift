@@ -107,6 +107,21 @@ func restartCommand(_ args: [String]) throws(BatonError) -> Int32 {
     return printer.result(result, took: result.ok ? took : nil, what: "restart")
 }
 
+func upgradeCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.upgrade, args, positional: .one)
+    try noCommand(o, "upgrade")
+    let loc = try locations(o)
+    let control = try loc.requireControl("baton upgrade")
+    let timeout = try duration(o, "timeout", default: .seconds(300))
+    let printer = Printer(json: o.has("json"), program: "baton")
+    let binary = o.last("binary").map(Sys.absolute)
+    printer.step(.note("re-executing the supervisor in place\(binary.map { " with \($0)" } ?? "")"))
+    var result = Operations.upgrade(control: control, binary: binary, configuration: nil, timeout: timeout, step: printer.step)
+    if result.code == .notRunning, let problem = Operations.unreachable(loc, control: control) { result = problem }
+    let took = result.durationMilliseconds.map { Duration.milliseconds($0) }
+    return printer.result(result, took: result.ok ? took : nil, what: "upgrade")
+}
+
 func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try parse(Table.stop, args, positional: .one)
     try noCommand(o, "stop")
@@ -154,6 +169,10 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
 func printStatus(_ s: ControlStatus) {
     let uptime = Duration.milliseconds(s.uptimeMilliseconds)
     Out.line("baton: \(Out.green("running")) (pid \(s.pid), up \(uptime.humanDescription), version \(s.version))")
+    if s.reexecutions > 0, let at = s.reexecutedAt {
+        let ago = Duration.seconds(max(0, Sys.wallClockSeconds() - at))
+        Out.line("  re-executed in place \(s.reexecutions) time(s), last \(ago.humanDescription) ago (\(s.binary ?? "binary deleted"))")
+    }
     for l in s.listeners {
         Out.line("  listening on \(l.address) (fd \(l.fd), \(l.name), \(l.mode))")
     }

@@ -59,8 +59,11 @@ enum Table {
         usage: ["deploy NAME [--release DIR --current LINK] [run options] -- command [args...]"],
         discussion: """
             Re-points the --current symlink at --release atomically, then restarts the supervisor if it runs or starts it if not, \
-            and fails if neither brought the new code up: then the symlink points back where it pointed. A second deploy of the \
-            same supervisor waits for the first (--lock-timeout).
+            and fails if neither brought the new code up: then the symlink points back where it pointed. When the run options or \
+            the command differ from the running supervisor's, or the baton binary on disk is not the one running, the supervisor \
+            first re-executes itself in place with them (same pid, same sockets); an option that cannot change live (--listen, \
+            --listen-mode, --socket-mode, --backlog) is refused by name. A second deploy of the same supervisor waits for the \
+            first (--lock-timeout).
             """,
         options: RunOptions.specs + locations + [
             OptionSpec("release", value: "DIR", "the release to deploy: --current is re-pointed at it first", completes: .directory),
@@ -73,6 +76,7 @@ enum Table {
             (0, "the new code serves"), (2, "bad option; nothing was changed"),
             (6, "the new generation failed; the old one still serves and the symlink points back"), (7, "no outcome in time"),
             (10, "it was not running and did not start"), (11, "another deploy holds the lock"),
+            (12, "the re-exec failed (the new binary's check, or its take-over); the supervisor goes on as it was"),
         ],
         positional: "NAME")
 
@@ -89,6 +93,27 @@ enum Table {
             (0, "the new generation serves"), (3, "not running"), (4, "a pid file is held but nothing answers"),
             (6, "the new generation failed; the old one still serves"), (7, "no outcome within --timeout"),
             (11, "the supervisor is stopping"),
+        ],
+        positional: "NAME")
+
+    static let upgrade = CommandSpec(
+        "upgrade", abstract: "Re-execute the supervisor in place with the baton binary now on disk; the app goes on.",
+        usage: ["upgrade [NAME | --name NAME | --pid-file PATH | --control PATH] [--binary PATH] [--timeout D] [--json]"],
+        discussion: """
+            After a package upgrade: the running supervisor checks the new binary (it must start, read the state format and accept \
+            the options), then execs it in place with the same options: same pid, same sockets, same generations; the app is not \
+            restarted. If the check fails nothing changes. A restart asked for meanwhile follows the re-exec; a stop cancels it.
+            """,
+        options: locations + [
+            OptionSpec(
+                "binary", value: "PATH", "exec this binary instead of the one on disk where the supervisor was started from",
+                completes: .file),
+            OptionSpec("timeout", value: "D", "give up waiting after D (default 5m)"), json, help,
+        ],
+        exitCodes: [
+            (0, "the new program took over"), (2, "bad option"), (3, "not running"), (4, "a pid file is held but nothing answers"),
+            (7, "no outcome within --timeout"), (11, "the supervisor is stopping, or another re-exec is under way"),
+            (12, "the new binary failed its check, or could not take over; the previous program goes on"),
         ],
         positional: "NAME")
 
@@ -136,7 +161,7 @@ enum Table {
     static let version = CommandSpec(
         "version", abstract: "Print the version.", usage: ["version"], options: [help], exitCodes: [(0, "printed")])
 
-    static let commands: [CommandSpec] = [run, start, restart, deploy, stop, status, logs, list, helpCommand, version]
+    static let commands: [CommandSpec] = [run, start, restart, deploy, upgrade, stop, status, logs, list, helpCommand, version]
 
     static func command(_ name: String) -> CommandSpec? { commands.first { $0.name == name } }
 

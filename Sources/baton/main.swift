@@ -9,7 +9,8 @@ func fail(_ error: BatonError) -> Never {
 }
 
 let commands: [String: ([String]) throws(BatonError) -> Int32] = [
-    "run": runCommand, "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "stop": stopCommand,
+    "run": runCommand, "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "upgrade": upgradeCommand,
+    "stop": stopCommand,
     "status": statusCommand, "logs": logsCommand, "list": listCommand,
 ]
 

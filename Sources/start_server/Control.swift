@@ -56,6 +56,18 @@ func restartServer() -> Never {
     }
 }
 
+/// `--upgrade`: the running start_server re-executes the binary now on
+/// disk in place, over its control socket (after a package upgrade).
+func upgradeServer() -> Never {
+    guard let pidFile = last("pid-file") else { die("--upgrade option requires --pid-file to be set as well") }
+    let r = Operations.upgrade(control: controlPath(pidFile: pidFile), binary: nil, configuration: nil, timeout: restartTimeout())
+    if r.ok {
+        Sys.writeAll(2, "start_server: \(r.message)\n".utf8)
+        exit(0)
+    }
+    die(r.message, code: r.exitCode)
+}
+
 /// `--stop`: SIGTERM, then wait until the server released its pid file's lock.
 func stopServer() -> Never {
     guard let pidFile = last("pid-file") else { die("--stop option requires --pid-file to be set as well") }

@@ -41,6 +41,7 @@ let batonOptions: [OptionSpec] = [
     OptionSpec("restart-timeout", value: "D", "how long --restart and --stop wait"),
     OptionSpec("control", value: "PATH", "the control socket"),
     OptionSpec("ready", value: "MODE", "notify, auto or a duration"),
+    OptionSpec("upgrade", "re-execute the running start_server in place with the binary now on disk"),
 ]
 let integerOptions: Set<String> = ["backlog", "max-attempts"]
 
@@ -81,6 +82,8 @@ let usage = """
       --restart-timeout=D        how long --restart and --stop wait (default 5m)
       --ready=notify|auto|D      readiness: READY=1 on NOTIFY_SOCKET, or alive D (default: --interval)
       --control=PATH             control socket (default: next to --pid-file); 'baton status' talks to it
+      --upgrade                  re-execute the running start_server in place (--pid-file) with the
+                                 start_server now on disk: same pid, sockets and servers
     """
 
 func die(_ message: String, code: Int32 = 255) -> Never {
@@ -137,6 +140,7 @@ if has("version") {
 }
 if has("restart") { restartServer() }
 if has("stop") { stopServer() }
+if has("upgrade") { upgradeServer() }
 if has("daemonize"), last("log-file") == nil {
     die("Usage: --log-file option must be specified together with --deamonize")
 }

@@ -59,7 +59,8 @@ import Testing
     @Test func everyRequestRoundTrips() {
         let requests: [ControlRequest] = [
             .status, .restart(waitForDrain: true), .restart(waitForDrain: false), .stop,
-            .upgrade(binary: "/usr/bin/baton", arguments: ["--listen", "8080"]), .upgrade(binary: nil, arguments: nil),
+            .upgrade(binary: "/usr/bin/baton", configuration: .object(["command": .array([.string("./app")])])),
+            .upgrade(binary: nil, configuration: nil),
         ]
         for r in requests { #expect(ControlRequest.decode(r.json.text) == .success(r), "\(r)") }
     }
@@ -87,6 +88,8 @@ import Testing
         status.binary = "/usr/bin/baton"
         status.reexecutedAt = 1_700_000_100
         status.reexecutions = 2
+        status.binaryID = "2049:1234"
+        status.configuration = .object(["command": .array([.string("./app")])])
         status.warnings = ["w"]
         status.listeners = [ControlStatus.Listener(address: "127.0.0.1:8080", fd: 3, name: "listen0", mode: "steered")]
         var g = ControlStatus.Generation(number: 1, pid: 43, state: "serving", ageMilliseconds: 900, releaseDir: "/r")

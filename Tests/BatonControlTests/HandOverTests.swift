@@ -1,0 +1,65 @@
+import BatonControl
+import BatonCore
+import BatonProtocol
+import Testing
+
+@Suite struct HandOverTests {
+    /// A machine with one steered listener whose generation 2 serves after a restart.
+    func servingMachine() -> (SupervisorStateMachine, Instant) {
+        var policy = SupervisorPolicy()
+        policy.readiness = .alive(.seconds(1))
+        var m = SupervisorStateMachine(policy: policy, listeners: [.steered, .renamed])
+        var now = Instant(nanoseconds: 123_456_789_012_345_678)
+        _ = m.handle(.start(report: nil), now: now)
+        _ = m.handle(.spawned(generation: 1, pid: 1001, releaseDir: "/srv/r1"), now: now)
+        _ = m.handle(.notified(pid: 1001, message: NotifyMessage(parsing: Array("STATUS=warming up".utf8))), now: now)
+        now = now + .seconds(1)
+        _ = m.handle(.tick, now: now)
+        now = now + .seconds(1)
+        _ = m.handle(.tick, now: now)
+        return (m, now)
+    }
+
+    @Test func aSnapshotRoundTripsThroughItsText() throws {
+        let (m, _) = servingMachine()
+        let snapshot = try #require(m.snapshot)
+        #expect(snapshot.generations.map(\.number) == [1])
+        #expect(snapshot.generations.first?.status == "warming up")
+        #expect(snapshot.generations.first?.readyAt != nil)
+        let state = HandOverState(machine: snapshot, shell: .object(["fds": .array([.int(100)])]))
+        let text = state.json.text
+        let read = try HandOverState(json: try #require(JSON(parsing: text)))
+        #expect(read == state)
+        let restored = SupervisorStateMachine(restoring: read.machine, policy: m.policy)
+        #expect(restored.snapshot == snapshot)
+    }
+
+    @Test func anotherVersionIsRefusedByName() throws {
+        let (m, _) = servingMachine()
+        var j = HandOverState(machine: try #require(m.snapshot), shell: .null).json
+        if case .object(var o) = j {
+            o["baton_state"] = .int(HandOverState.version + 1)
+            j = .object(o)
+        }
+        #expect(throws: BatonError.self) { try HandOverState(json: j) }
+        do throws(BatonError) {
+            _ = try HandOverState(json: j)
+        } catch {
+            #expect(error.message.contains("version \(HandOverState.version + 1) is not understood"))
+            #expect(error.code == .upgradeFailed)
+        }
+        #expect(throws: BatonError.self) { try HandOverState(json: .object(["x": .int(1)])) }
+    }
+
+    @Test func aMachineUnderWayHasNoSnapshot() {
+        var (m, now) = servingMachine()
+        _ = m.handle(.restartRequested(nil), now: now)
+        #expect(m.snapshot == nil)
+        #expect(!m.isQuiet)
+        _ = m.handle(.reexecRequested(4), now: now)
+        #expect(m.reexecPending == 4)
+        now = now + .seconds(1)
+        _ = m.handle(.tick, now: now)
+        #expect(m.reexecPending == 4, "still starting: the re-exec waits")
+    }
+}
