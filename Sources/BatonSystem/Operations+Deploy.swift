@@ -8,10 +8,14 @@ extension Operations {
     /// re-pointed at the release first; then the supervisor restarts if it
     /// runs, or starts. If the new code did not come up, the symlink points
     /// back where it pointed (or is removed when there was none). Two deploys
-    /// of one supervisor run one after the other (`lockTimeout`).
+    /// of one supervisor run one after the other (`lockTimeout`). With
+    /// `over`, a running supervisor's options are compared with the ones the
+    /// deploy names, laid over its own (what a deploy does not name is no
+    /// change); without, with `configuration` as a whole.
     public static func deploy(
         _ configuration: RunConfiguration, at locations: Locations, release: String?, current: String?, lockTimeout: Duration,
-        timeout: Duration, umask: UInt32 = 0o022, step: (Step) -> Void = { _ in }
+        timeout: Duration, umask: UInt32 = 0o022, step: (Step) -> Void = { _ in },
+        over: ((RunConfiguration) throws(BatonError) -> RunConfiguration)? = nil
     ) -> ControlResult {
         guard let pidFile = locations.pidFile, let control = locations.control else {
             return ControlResult(.usage, "baton deploy: give a NAME, --name NAME or --pid-file PATH")
@@ -50,7 +54,7 @@ extension Operations {
         var result: ControlResult
         if case .success(let channel) = ControlChannel.connect(control) {
             channel.close()
-            result = redeploy(c, at: locations, control: control, timeout: timeout, step: step)
+            result = redeploy(c, at: locations, control: control, timeout: timeout, step: step, over: over)
         } else if let problem = unreachable(locations, control: control) {
             result = problem
         } else {
@@ -74,7 +78,8 @@ extension Operations {
     /// the new options first (restarting at once when the app's command or
     /// environment changed); otherwise, or then, it restarts.
     static func redeploy(
-        _ configuration: RunConfiguration, at locations: Locations, control: String, timeout: Duration, step: (Step) -> Void
+        _ configuration: RunConfiguration, at locations: Locations, control: String, timeout: Duration, step: (Step) -> Void,
+        over: ((RunConfiguration) throws(BatonError) -> RunConfiguration)? = nil
     ) -> ControlResult {
         let started = Sys.now()
         var reasons: [String] = []
@@ -90,7 +95,12 @@ extension Operations {
             if !configuration.command.isEmpty, let json = s.configuration, let running = try? RunConfiguration(json: json),
                 let pidFile = running.pidFile, let control = running.controlPath
             {
-                let next = configuration.daemonForm(pidFile: pidFile, control: control, logFile: running.logFile ?? "")
+                var given = configuration
+                if let over {
+                    do { given = try over(running) } catch { return ControlResult(error) }
+                    if given.dir == nil { given.dir = configuration.dir }
+                }
+                let next = given.daemonForm(pidFile: pidFile, control: control, logFile: running.logFile ?? "")
                 let changed = next.differences(from: running.daemonForm(pidFile: pidFile, control: control, logFile: running.logFile ?? ""))
                 if !changed.isEmpty {
                     wanted = next

@@ -64,9 +64,14 @@ enum RunOptions {
         OptionSpec("health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)", group: health),
     ]
 
-    /// Builds a configuration from parsed options.
-    static func configuration(_ o: ParsedOptions) throws(BatonError) -> RunConfiguration {
-        var c = RunConfiguration()
+    /// Builds a configuration from parsed options: the options given,
+    /// over `base` (a running supervisor's configuration, for a deploy: what
+    /// the deploy does not name stays as it is).
+    static func configuration(_ o: ParsedOptions, over base: RunConfiguration = RunConfiguration()) throws(BatonError)
+        -> RunConfiguration
+    {
+        var c = base
+        if o.has("listen") { c.listen = [] }
         for text in o.all("listen") { c.listen.append(ListenSpec(try ListenAddress(parsing: text))) }
         if let mode = o.last("listen-mode") {
             guard let m = ListenMode(rawValue: mode) else {
@@ -77,18 +82,19 @@ enum RunOptions {
         if o.has("handover") { c.listenMode = .steered }
         if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
         if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }
-        c.statusFile = o.last("status-file")
-        c.dir = o.last("dir")
-        c.envdir = o.last("envdir")
+        if let v = o.last("status-file") { c.statusFile = v }
+        if let v = o.last("dir") { c.dir = v }
+        if let v = o.last("envdir") { c.envdir = v }
+        if o.has("env") { c.env = [] }
         for pair in o.all("env") {
             guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
                 throw BatonError(.usage, "--env '\(pair)': expected KEY=VALUE")
             }
             c.env.append(pair)
         }
-        c.user = o.last("user")
-        c.group = o.last("group")
-        var p = SupervisorPolicy()
+        if let v = o.last("user") { c.user = v }
+        if let v = o.last("group") { c.group = v }
+        var p = c.policy
         if let v = o.last("ready") {
             switch v {
             case "notify": p.readiness = .notify
@@ -105,9 +111,9 @@ enum RunOptions {
         for name in ["handshake-window", "handover-delay"] {
             if let v = o.last(name) { p.handshakeWindow = try OptionParsing.duration(v, option: "--\(name)") }
         }
-        p.health = try healthCheck(o)
+        if let h = try healthCheck(o) { p.health = h }
         c.policy = p
-        c.command = o.rest
+        if !o.rest.isEmpty { c.command = o.rest }
         return c
     }
 
