@@ -63,35 +63,33 @@ public enum Operations {
     public static func upgrade(
         control: String, binary: String?, configuration: RunConfiguration?, timeout: Duration, step: (Step) -> Void = { _ in }
     ) -> ControlResult {
-        let started = Sys.now()
-        let request = ControlRequest.upgrade(binary: binary, configuration: configuration?.json)
-        switch ControlChannel.request(request, at: control, timeout: timeout, onProgress: { step(.progress($0)) }) {
-        case .success(.result(var r)):
-            r.durationMilliseconds = (Sys.now() - started).milliseconds
-            return r
-        case .success:
-            return ControlResult(.failure, "the supervisor answered an upgrade with something else than its outcome")
-        case .failure(let e) where e.code == .timeout:
-            return ControlResult(.timeout, "no outcome within \(timeout.humanDescription); see 'baton status' and the log")
-        case .failure(let e):
-            return ControlResult(e)
-        }
+        outcome(
+            of: .upgrade(binary: binary, configuration: configuration?.json), "an upgrade", control: control, timeout: timeout,
+            late: "see 'baton status' and the log", step: step)
     }
 
     /// Asks the supervisor at `control` to restart; success only once the
     /// new generation serves (and, with `waitDrain`, the old ones are gone).
     public static func restart(control: String, timeout: Duration, waitDrain: Bool, step: (Step) -> Void = { _ in }) -> ControlResult {
+        outcome(
+            of: .restart(waitForDrain: waitDrain), "a restart", control: control, timeout: timeout,
+            late: "the restart goes on in the supervisor: see 'baton status'", step: step)
+    }
+
+    /// Sends `request` (`what`, for messages) and waits for its result,
+    /// passing its progress to `step`; `late` says what to do at the deadline.
+    static func outcome(
+        of request: ControlRequest, _ what: String, control: String, timeout: Duration, late: String, step: (Step) -> Void
+    ) -> ControlResult {
         let started = Sys.now()
-        switch ControlChannel.request(.restart(waitForDrain: waitDrain), at: control, timeout: timeout, onProgress: { step(.progress($0)) })
-        {
+        switch ControlChannel.request(request, at: control, timeout: timeout, onProgress: { step(.progress($0)) }) {
         case .success(.result(var r)):
             r.durationMilliseconds = (Sys.now() - started).milliseconds
             return r
         case .success:
-            return ControlResult(.failure, "the supervisor answered a restart with something else than its outcome")
+            return ControlResult(.failure, "the supervisor answered \(what) with something else than its outcome")
         case .failure(let e) where e.code == .timeout:
-            return ControlResult(
-                .timeout, "no outcome within \(timeout.humanDescription); the restart goes on in the supervisor: see 'baton status'")
+            return ControlResult(.timeout, "no outcome within \(timeout.humanDescription); \(late)")
         case .failure(let e):
             return ControlResult(e)
         }

@@ -192,16 +192,7 @@ extension Supervisor {
             controlFile = (c.path, c.dev, c.ino)
             _ = baton_fcntl_setfd(controlFD, FD_CLOEXEC)
         }
-        spawner = Spawner(configuration: configuration, notifySocket: notifyName, credentials: credentials)
-
-        epfd = baton_epoll_create()
-        guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
-        baton_epoll_add(epfd, signalFD, EpollToken.signals.rawValue)
-        baton_epoll_add(epfd, notifyFD, EpollToken.notify.rawValue)
-        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, EpollToken.control.rawValue) }
-
-        var policy = configuration.policy
-        policy.queueMigration = Listeners.queueMigrationEnabled()
+        let policy = try openEventLoop()
         machine = SupervisorStateMachine(restoring: snapshot, policy: policy)
         for (id, record) in machine.sockets where record.listener != nil && held[id] != nil { watchHangUps(of: id) }
         for (fd, id) in shell.connections {

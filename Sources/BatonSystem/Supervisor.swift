@@ -99,16 +99,7 @@ public final class Supervisor {
         notifyName = try openNotifySocket()
         if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
-        spawner = Spawner(configuration: configuration, notifySocket: notifyName, credentials: credentials)
-
-        epfd = baton_epoll_create()
-        guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
-        baton_epoll_add(epfd, signalFD, EpollToken.signals.rawValue)
-        baton_epoll_add(epfd, notifyFD, EpollToken.notify.rawValue)
-        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, EpollToken.control.rawValue) }
-
-        var policy = configuration.policy
-        policy.queueMigration = Listeners.queueMigrationEnabled()
+        let policy = try openEventLoop()
         machine = SupervisorStateMachine(policy: policy, listeners: modes)
         for (id, listener) in templates.enumerated() {
             held[id] = listener
@@ -342,5 +333,22 @@ public final class Supervisor {
         } catch {
             Log.warning("cannot reopen log file \(path): \(error.message)")
         }
+    }
+}
+
+extension Supervisor {
+    /// The spawner, the epoll set (signals, notify socket, control socket)
+    /// and the policy with this namespace's tcp_migrate_req: the same for a
+    /// start and for a take-over after a re-exec.
+    func openEventLoop() throws(BatonError) -> SupervisorPolicy {
+        spawner = Spawner(configuration: configuration, notifySocket: notifyName, credentials: credentials)
+        epfd = baton_epoll_create()
+        guard epfd >= 0 else { throw BatonError(.failure, "epoll_create1: \(Sys.describe(errno: errno))", errno: errno) }
+        baton_epoll_add(epfd, signalFD, EpollToken.signals.rawValue)
+        baton_epoll_add(epfd, notifyFD, EpollToken.notify.rawValue)
+        if controlFD >= 0 { baton_epoll_add(epfd, controlFD, EpollToken.control.rawValue) }
+        var policy = configuration.policy
+        policy.queueMigration = Listeners.queueMigrationEnabled()
+        return policy
     }
 }

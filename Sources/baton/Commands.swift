@@ -87,7 +87,8 @@ func deployCommand(_ args: [String]) throws(BatonError) -> Int32 {
         Operations.deploy(
             configuration, at: at, release: o.last("release"), current: o.last("current"),
             lockTimeout: try duration(o, "lock-timeout", default: .seconds(300)),
-            timeout: try duration(o, "timeout", default: .seconds(300)), umask: umask, step: step)
+            timeout: try duration(o, "timeout", default: .seconds(300)), umask: umask, step: step,
+            over: { running throws(BatonError) in try RunOptions.configuration(o, over: running) })
     }
 }
 
@@ -96,30 +97,37 @@ func deployCommand(_ args: [String]) throws(BatonError) -> Int32 {
 func restartCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try parse(Table.restart, args, positional: .one)
     try noCommand(o, "restart")
+    return try request(o, "restart", note: "restarting") { control, timeout, step in
+        Operations.restart(control: control, timeout: timeout, waitDrain: !o.has("no-wait-drain"), step: step)
+    }
+}
+
+/// `baton restart` and `baton upgrade`: `note`, then one request to the
+/// supervisor `o` names, its progress and its outcome (an unreachable
+/// supervisor said as such).
+func request(
+    _ o: ParsedOptions, _ name: String, note: String,
+    _ send: (_ control: String, _ timeout: Duration, _ step: (Operations.Step) -> Void) -> ControlResult
+) throws(BatonError) -> Int32 {
     let loc = try locations(o)
-    let control = try loc.requireControl("baton restart")
+    let control = try loc.requireControl("baton \(name)")
     let timeout = try duration(o, "timeout", default: .seconds(300))
     let printer = Printer(json: o.has("json"), program: "baton")
-    printer.step(.note("restarting"))
-    var result = Operations.restart(control: control, timeout: timeout, waitDrain: !o.has("no-wait-drain"), step: printer.step)
+    printer.step(.note(note))
+    var result = send(control, timeout, printer.step)
     if result.code == .notRunning, let problem = Operations.unreachable(loc, control: control) { result = problem }
     let took = result.durationMilliseconds.map { Duration.milliseconds($0) }
-    return printer.result(result, took: result.ok ? took : nil, what: "restart")
+    return printer.result(result, took: result.ok ? took : nil, what: name)
 }
 
 func upgradeCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try parse(Table.upgrade, args, positional: .one)
     try noCommand(o, "upgrade")
-    let loc = try locations(o)
-    let control = try loc.requireControl("baton upgrade")
-    let timeout = try duration(o, "timeout", default: .seconds(300))
-    let printer = Printer(json: o.has("json"), program: "baton")
     let binary = o.last("binary").map(Sys.absolute)
-    printer.step(.note("re-executing the supervisor in place\(binary.map { " with \($0)" } ?? "")"))
-    var result = Operations.upgrade(control: control, binary: binary, configuration: nil, timeout: timeout, step: printer.step)
-    if result.code == .notRunning, let problem = Operations.unreachable(loc, control: control) { result = problem }
-    let took = result.durationMilliseconds.map { Duration.milliseconds($0) }
-    return printer.result(result, took: result.ok ? took : nil, what: "upgrade")
+    return try request(o, "upgrade", note: "re-executing the supervisor in place\(binary.map { " with \($0)" } ?? "")") {
+        control, timeout, step in
+        Operations.upgrade(control: control, binary: binary, configuration: nil, timeout: timeout, step: step)
+    }
 }
 
 func stopCommand(_ args: [String]) throws(BatonError) -> Int32 {

@@ -332,22 +332,9 @@ private func untilServing(
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {
         let s = Scratch()
         let path = s.path + "/notify.sock"
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = try TestSockets.notifyReceiver(name: path)
         defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        #expect(rc == 0)
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        func receive() -> String {
-            var buf = [UInt8](repeating: 0, count: 1024)
-            let n = recv(fd, &buf, buf.count, 0)
-            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
-        }
+        func receive() -> String { ((try? TestSockets.receive(fd, timeoutMilliseconds: 10_000)) ?? nil)?.text ?? "" }
         let pidFile = s.path + "/app.pid"
         let env = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + ["NOTIFY_SOCKET=\(path)"]
         let b = Child(
