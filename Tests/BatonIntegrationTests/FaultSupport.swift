@@ -647,7 +647,7 @@ func controlExchange(_ path: String, _ request: String, timeout: Double = 30) ->
     guard rc == 0 else { return ["connect: \(String(cString: strerror(errno)))"] }
     var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    _ = (request + "\n").withCString { write(fd, $0, strlen($0)) }
+    _ = (request + "\n").withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     var data: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 4096)
     while true {
