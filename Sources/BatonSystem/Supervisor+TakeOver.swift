@@ -155,7 +155,8 @@ extension Daemon {
         _ = baton_unblock_all_signals()
         while true {
             var status: Int32 = 0
-            if waitpid(-1, &status, 0) < 0, errno == ECHILD { sleep(1) }
+            // No child left: sleep until a signal (no wake-up while idle).
+            if waitpid(-1, &status, 0) < 0, errno == ECHILD { pause() }
         }
     }
 }
