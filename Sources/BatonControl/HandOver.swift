@@ -198,6 +198,9 @@ extension SupervisorStateMachine.Snapshot {
                 }),
             "status_entries": .array(statusEntries.map { .object(["generation": .int($0.generation), "pid": .int($0.pid)]) }),
             "next_socket_id": .int(nextSocketID),
+            "listener_sockets": .array(listenerSockets.map { .int($0) }),
+            "retired_listeners": .array(
+                retiredListeners.sorted { $0.key < $1.key }.map { .object(["listener": .int($0.key), "from_generation": .int($0.value)]) }),
         ]
         if let queued {
             o["queued"] = .array(queued.map { .object(["id": .int($0.id), "wait_drain": .bool($0.waitsForDrain)]) })
@@ -239,6 +242,17 @@ extension SupervisorStateMachine.Snapshot {
             guard let g = e["generation"]?.int, let pid = e["pid"]?.int else { throw malformed("a status entry") }
             statusEntries.append(StatusEntry(generation: g, pid: Int32(pid)))
         }
+        var listenerSockets: [SocketID]?
+        if let list = j["listener_sockets"]?.array {
+            let ids = list.compactMap(\.int)
+            guard ids.count == listeners.count else { throw malformed("the listeners' sockets") }
+            listenerSockets = ids
+        }
+        var retired: [Int: Int] = [:]
+        for r in j["retired_listeners"]?.array ?? [] {
+            guard let l = r["listener"]?.int, let from = r["from_generation"]?.int else { throw malformed("a retired listener") }
+            retired[l] = from
+        }
         var queued: [RestartRequest]?
         if let q = j["queued"]?.array {
             queued = []
@@ -253,6 +267,7 @@ extension SupervisorStateMachine.Snapshot {
             backoff: try Duration(stateJSON: j["backoff_ns"], "backoff_ns"),
             lastAttempt: try j["last_attempt"].map { (x: JSON) throws(BatonError) in try SupervisorStateMachine.AttemptRecord(stateJSON: x)
             },
-            sockets: sockets, groups: groups, statusEntries: statusEntries, nextSocketID: next)
+            sockets: sockets, groups: groups, statusEntries: statusEntries, nextSocketID: next, listenerSockets: listenerSockets,
+            retiredListeners: retired)
     }
 }

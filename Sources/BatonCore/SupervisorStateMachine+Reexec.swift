@@ -8,6 +8,10 @@ extension SupervisorStateMachine {
     public struct Snapshot: Sendable, Equatable {
         /// How each configured listener is handed to generations.
         public var listeners: [ListenerMode]
+        /// The supervisor's first socket of each listener.
+        public var listenerSockets: [SocketID]
+        /// Retired listeners and the first generation that does not get each.
+        public var retiredListeners: [Int: Int]
         /// The live generations, oldest first.
         public var generations: [Generation]
         /// The last generation number handed out.
@@ -33,9 +37,11 @@ extension SupervisorStateMachine {
         public init(
             listeners: [ListenerMode], generations: [Generation], lastGeneration: Int, queued: [RestartRequest]?, lastRestartAt: Instant?,
             backoff: Duration, lastAttempt: AttemptRecord?, sockets: [SocketID: SocketRecord], groups: [Int: ReuseportGroup],
-            statusEntries: [StatusEntry], nextSocketID: SocketID
+            statusEntries: [StatusEntry], nextSocketID: SocketID, listenerSockets: [SocketID]? = nil, retiredListeners: [Int: Int] = [:]
         ) {
             self.listeners = listeners
+            self.listenerSockets = listenerSockets ?? Array(listeners.indices)
+            self.retiredListeners = retiredListeners
             self.generations = generations
             self.lastGeneration = lastGeneration
             self.queued = queued
@@ -69,7 +75,7 @@ extension SupervisorStateMachine {
         return Snapshot(
             listeners: listeners, generations: generations, lastGeneration: lastGeneration, queued: queued, lastRestartAt: lastRestartAt,
             backoff: backoff, lastAttempt: lastAttempt, sockets: sockets, groups: groups, statusEntries: statusEntries,
-            nextSocketID: nextSocketID)
+            nextSocketID: nextSocketID, listenerSockets: listenerSockets, retiredListeners: retiredListeners)
     }
 
     /// A machine that takes up from `snapshot` with `policy` (the new
@@ -78,6 +84,8 @@ extension SupervisorStateMachine {
     public init(restoring snapshot: Snapshot, policy: SupervisorPolicy) {
         self.init(policy: policy)
         listeners = snapshot.listeners
+        listenerSockets = snapshot.listenerSockets
+        retiredListeners = snapshot.retiredListeners
         phase = .running
         generations = snapshot.generations
         lastGeneration = snapshot.lastGeneration

@@ -11,7 +11,7 @@ extension SupervisorStateMachine {
     /// the shared one), its health listener last; and the new ones to open.
     mutating func socketsForSpawn(of number: Int, _ out: inout [SupervisorAction]) -> ([SocketID], [SocketOpening]) {
         var open: [SocketOpening] = []
-        for (l, mode) in listeners.enumerated() {
+        for (l, mode) in listeners.enumerated() where retiredListeners[l] == nil {
             switch mode {
             case .shared:
                 continue
@@ -51,9 +51,9 @@ extension SupervisorStateMachine {
     /// The descriptors generation `number` gets, in order.
     public func socketSet(of number: Int) -> [SocketID] {
         var set: [SocketID] = []
-        for (l, mode) in listeners.enumerated() {
+        for (l, mode) in listeners.enumerated() where retiredListeners[l].map({ number < $0 }) ?? true {
             if mode == .shared {
-                set.append(l)
+                if sockets[listenerSockets[l]] != nil { set.append(listenerSockets[l]) }
             } else if let own = sockets.first(where: { $0.value.listener == l && $0.value.owner == number })?.key {
                 set.append(own)
             }
@@ -137,9 +137,57 @@ extension SupervisorStateMachine {
             if listeners[l] == .steered, !record.inGroup { closing.append(id) }
         }
         for id in closing { sockets[id] = nil }
+        closing += closeRetiredListeners()
         closing += tidySpares()
         if !closing.isEmpty { out.append(.close(closing.sorted())) }
         for l in groups.keys.sorted() { attachIfNeeded(l, &out) }
+    }
+
+    /// Adds a listener whose first socket the shell has opened; generations
+    /// spawned from now on get it. Returns that socket's id.
+    public mutating func addListener(_ mode: ListenerMode) -> SocketID {
+        let l = listeners.count
+        let id = nextSocketID
+        nextSocketID += 1
+        listeners.append(mode)
+        listenerSockets.append(id)
+        sockets[id] = SocketRecord(listener: l, owner: nil, inGroup: mode == .steered, published: true)
+        if mode == .steered {
+            var group = ReuseportGroup()
+            group.join(id)
+            group.target = id
+            groups[l] = group
+        }
+        return id
+    }
+
+    /// Takes listener `l` out: generations spawned from now on do not get
+    /// it; its sockets close once no live generation holds it (see
+    /// `closeRetiredListeners`). Returns the sockets to close now.
+    public mutating func retireListener(_ l: Int) -> [SocketID] {
+        guard listeners.indices.contains(l), retiredListeners[l] == nil else { return [] }
+        retiredListeners[l] = lastGeneration + 1
+        return closeRetiredListeners()
+    }
+
+    /// True while listener `l` has a socket open (a retired one until its last generation is gone).
+    public func isListenerOpen(_ l: Int) -> Bool {
+        retiredListeners[l] == nil || sockets.values.contains { $0.listener == l }
+    }
+
+    /// Closes every socket of the retired listeners that no live generation
+    /// holds any more: the supervisor's copies and the spares.
+    mutating func closeRetiredListeners() -> [SocketID] {
+        var closed: [SocketID] = []
+        for (l, from) in retiredListeners.sorted(by: { $0.key < $1.key }) {
+            guard !generations.contains(where: { $0.number < from }), attempt.map({ $0.generation < from }) != true else { continue }
+            for (id, record) in sockets where record.listener == l && record.owner == nil {
+                sockets[id] = nil
+                closed.append(id)
+            }
+            groups[l] = nil
+        }
+        return closed.sorted()
     }
 
     /// Closes the spare sockets of steered listeners that can leave their

@@ -76,6 +76,11 @@ public struct SupervisorStateMachine: Sendable {
     public let policy: SupervisorPolicy
     /// How each configured listener is handed to generations.
     public internal(set) var listeners: [ListenerMode]
+    /// The supervisor's first socket of each listener (a shared listener's only one).
+    public internal(set) var listenerSockets: [SocketID]
+    /// Listeners taken out of the configuration, each with the first
+    /// generation that does not get it; closed once no older one is live.
+    public internal(set) var retiredListeners: [Int: Int] = [:]
     /// Where the supervisor stands.
     public internal(set) var phase: Phase = .idle
     /// The live generations, oldest first.
@@ -116,6 +121,7 @@ public struct SupervisorStateMachine: Sendable {
     public init(policy: SupervisorPolicy, listeners: [ListenerMode] = []) {
         self.policy = policy
         self.listeners = listeners
+        self.listenerSockets = Array(listeners.indices)
         self.backoff = policy.backoffInitial
         for (i, mode) in listeners.enumerated() {
             sockets[i] = SocketRecord(listener: i, owner: nil, inGroup: mode == .steered, published: true)

@@ -38,6 +38,8 @@ public struct Listener: Sendable {
     public var reusePort = false
     /// A unix socket bound at a temporary path, not yet renamed over its address.
     public var temporaryPath: String?
+    /// The address as configured (`127.0.0.1:0` for one bound to a port the kernel chose).
+    public var configured: ListenAddress?
 
     /// True for TCP listeners.
     public var isTCP: Bool {
@@ -74,6 +76,7 @@ public enum Listeners {
                     l = try bindTCP(host: host, port: port, backlog: 0, original: spec.address, reusePort: false, datagram: true)
                 }
                 l.name = "listen\(i)"
+                l.configured = spec.address
                 l.envKey = spec.envKey ?? l.address.serverStarterKey
                 l.targetFD = spec.fd
                 bound.append(l)
@@ -106,6 +109,7 @@ public enum Listeners {
         l.name = listener.name
         l.envKey = listener.envKey
         l.targetFD = listener.targetFD
+        l.configured = listener.configured
         return l
     }
 

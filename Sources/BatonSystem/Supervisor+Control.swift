@@ -216,10 +216,16 @@ extension Supervisor {
         s.reexecutions = reexecutions
         s.reexecutedAt = reexecutedAt
         s.warnings = warnings
-        s.listeners = templates.enumerated().map { i, l in
-            ControlStatus.Listener(
-                address: l.address.description, fd: l.targetFD ?? Int32(3 + i), name: l.name,
+        let live = liveListenerOrder()
+        s.listeners = live.enumerated().map { position, i in
+            let l = templates[i]
+            return ControlStatus.Listener(
+                address: l.address.description, fd: l.targetFD ?? Int32(3 + position), name: l.name,
                 mode: machine.listeners.indices.contains(i) ? machine.listeners[i].rawValue : "shared")
+        }
+        for i in templates.indices where machine.retiredListeners[i] != nil && machine.isListenerOpen(i) {
+            let l = templates[i]
+            s.listeners.append(ControlStatus.Listener(address: l.address.description, fd: l.targetFD ?? -1, name: l.name, mode: "closing"))
         }
         s.generations = machine.generations.map { g in
             var o = ControlStatus.Generation(

@@ -9,6 +9,14 @@ struct PendingUpgrade {
     var id: RequestID
     var binary: String
     var configuration: RunConfiguration
+    var listeners: ListenerChange
+}
+
+/// What a re-exec changes in the listeners: addresses bound already (each
+/// with how generations get it) and listeners to retire.
+struct ListenerChange {
+    var added: [(listener: Listener, mode: ListenerMode)] = []
+    var removed: [Int] = []
 }
 
 // Re-exec in place: the supervisor checks the new program, waits for the
@@ -55,6 +63,7 @@ extension Supervisor {
             return finish(c, ControlResult(.upgradeFailed, "cannot tell which program runs (/proc/self/exe); give the binary"))
         }
         var next = configuration
+        var change = ListenerChange()
         if let json {
             do throws(BatonError) {
                 next = try RunConfiguration(json: json)
@@ -67,11 +76,17 @@ extension Supervisor {
             if let problem = Self.unchangeable(from: configuration, to: next) {
                 return finish(c, ControlResult(.usage, "\(problem); nothing changed"))
             }
+            do throws(BatonError) {
+                change = try planListeners(to: next)
+            } catch {
+                return finish(c, ControlResult(error.code, "\(error.message); nothing changed"))
+            }
         }
         next.startReportFD = nil
         switch Self.check(program, configuration: next) {
         case .failure(let e):
             Log.line("re-exec of \(program) refused: \(e.message)")
+            Listeners.release(change.added.map(\.listener))
             return finish(c, ControlResult(.upgradeFailed, "\(e.message); nothing changed"))
         case .success(let version):
             Log.line("re-exec: \(program) (\(version)) passed its check")
@@ -79,17 +94,54 @@ extension Supervisor {
         let id = newRequestID()
         c.request = id
         requestConnections[id] = c.fd
-        pendingUpgrade = PendingUpgrade(id: id, binary: program, configuration: next)
+        for (l, _) in change.added { Log.line("\(l.address): bound for the next generations (the re-exec adds it)") }
+        pendingUpgrade = PendingUpgrade(id: id, binary: program, configuration: next, listeners: change)
         dispatch(.reexecRequested(id))
+    }
+
+    /// The listeners a new configuration adds (bound here and now, so that
+    /// an address in use fails the request before anything changed) and
+    /// those it takes out. A listener that stays keeps its sockets.
+    func planListeners(to next: RunConfiguration) throws(BatonError) -> ListenerChange {
+        guard next.listen.map(\.address) != configuration.listen.map(\.address) else { return ListenerChange() }
+        if socketsFromSystemd {
+            throw BatonError(
+                .usage, "--listen cannot change while baton runs on sockets systemd passed; change the .socket unit and restart the service"
+            )
+        }
+        func matches(_ spec: ListenSpec, _ l: Int) -> Bool {
+            spec.address == templates[l].address || spec.address == templates[l].configured
+        }
+        // Each listener that stays answers one address of the new list, in order.
+        var unmatched = templates.indices.filter { machine.retiredListeners[$0] == nil }
+        var fresh: [ListenSpec] = []
+        for spec in next.listen {
+            if let i = unmatched.firstIndex(where: { matches(spec, $0) }) {
+                unmatched.remove(at: i)
+            } else {
+                fresh.append(spec)
+            }
+        }
+        var change = ListenerChange()
+        change.removed = unmatched
+        guard !fresh.isEmpty else { return change }
+        for spec in fresh {
+            if let l = templates.indices.first(where: { machine.isListenerOpen($0) && matches(spec, $0) }) {
+                throw BatonError(
+                    .busy,
+                    "\(spec.address) was taken out and is still open for \(templates[l].address)'s last generation; try again once it exited"
+                )
+            }
+        }
+        let steered = next.listenMode == .steered
+        var bound = try Listeners.bind(fresh, backlog: next.backlog, socketMode: next.socketMode, reusePort: steered)
+        for i in bound.indices { bound[i].name = "listen\(templates.count + i)" }
+        change.added = bound.map { ($0, Self.mode(of: $0, steered: steered)) }
+        return change
     }
 
     /// The first option that cannot change while the supervisor runs, named.
     static func unchangeable(from old: RunConfiguration, to new: RunConfiguration) -> String? {
-        if old.listen != new.listen {
-            let was = old.listen.map(\.address.description).joined(separator: ", ")
-            let now = new.listen.map(\.address.description).joined(separator: ", ")
-            return "--listen cannot change while baton runs (it listens on \(was); asked for \(now)); stop and start it"
-        }
         if old.listenMode != new.listenMode {
             return "--listen-mode cannot change while baton runs (\(old.listenMode.rawValue), asked for \(new.listenMode.rawValue))"
         }
@@ -194,13 +246,16 @@ extension Supervisor {
             return dispatch(.reexecRequested(id))
         }
         pendingUpgrade = nil
-        let state = HandOverState(machine: snapshot, shell: shellState(next: upgrade.configuration, request: id))
+        let state = HandOverState(
+            machine: snapshot, shell: shellState(next: upgrade.configuration, request: id, listeners: upgrade.listeners))
+        let added = upgrade.listeners.added.map(\.listener)
         let stateFD: Int32
         do { stateFD = try Daemon.memoryFile(state.json.text, name: "baton-state") } catch {
+            Listeners.release(added)
             return dispatch(.reexecFailed(id, reason: error.message))
         }
         let previous = baton_open("/proc/self/exe", O_RDONLY, 0)
-        let kept = descriptorsToKeep() + [stateFD] + (previous >= 0 ? [previous] : [])
+        let kept = descriptorsToKeep() + added.map(\.fd) + [stateFD] + (previous >= 0 ? [previous] : [])
         for fd in kept { _ = baton_fcntl_setfd(fd, 0) }
 
         let drop: Set<String> = [Self.stateVariable, Self.previousProgramVariable, Self.takeOverErrorVariable, Self.stateVersionVariable]
@@ -217,6 +272,7 @@ extension Supervisor {
         for fd in kept { _ = baton_fcntl_setfd(fd, FD_CLOEXEC) }
         close(stateFD)
         if previous >= 0 { close(previous) }
+        Listeners.release(added)
         dispatch(.reexecFailed(id, reason: "cannot exec \(upgrade.binary): \(Sys.describe(errno: e))"))
     }
 
@@ -231,8 +287,12 @@ extension Supervisor {
     }
 
     /// The shell's part of the state.
-    func shellState(next: RunConfiguration, request: RequestID) -> JSON {
+    func shellState(next: RunConfiguration, request: RequestID, listeners change: ListenerChange = ListenerChange()) -> JSON {
         var o: [String: JSON] = [:]
+        o["added_listeners"] = .array(
+            change.added.map { l, mode in .object(["listener": l.stateJSON(id: nil), "mode": .string(mode.rawValue)]) })
+        o["removed_listeners"] = .array(change.removed.map { JSON.int($0) })
+        o["systemd_sockets"] = .bool(socketsFromSystemd)
         o["configuration"] = next.json
         o["previous_configuration"] = configuration.json
         o["held"] = .array(held.sorted { $0.key < $1.key }.map { $0.value.stateJSON(id: $0.key) })
@@ -273,6 +333,7 @@ extension Listener {
         if let id { o["id"] = .int(id) }
         if let targetFD { o["target_fd"] = .int(targetFD) }
         if let temporaryPath { o["temporary_path"] = .string(temporaryPath) }
+        if let configured { o["configured"] = .string(configured.notation) }
         if let f = createdFile {
             o["created_file"] = .object(["path": .string(f.path), "dev": .string(String(f.dev)), "ino": .string(String(f.ino))])
         }
@@ -294,5 +355,6 @@ extension Listener {
         targetFD = j["target_fd"]?.int.map(Int32.init)
         reusePort = j["reuse_port"]?.bool ?? false
         temporaryPath = j["temporary_path"]?.string
+        configured = try j["configured"]?.string.map { (t: String) throws(BatonError) in try ListenAddress(parsing: t) }
     }
 }

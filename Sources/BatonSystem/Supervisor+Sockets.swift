@@ -9,6 +9,7 @@ extension Supervisor {
     func openListeners() throws(BatonError) -> [ListenerMode] {
         if let adopted = try Listeners.adoptSystemd() {
             templates = adopted
+            socketsFromSystemd = true
             Log.line(
                 "adopted \(adopted.count) socket(s) from systemd: \(adopted.map { $0.address.description }.joined(separator: ", ")); "
                     + "they stay shared by every generation (a socket systemd passed cannot be duplicated)")
@@ -20,22 +21,84 @@ extension Supervisor {
         let steered = configuration.listenMode == .steered
         templates = try Listeners.bind(
             configuration.listen, backlog: configuration.backlog, socketMode: configuration.socketMode, reusePort: steered)
-        return templates.enumerated().map { i, l in
-            guard steered else { return .shared }
-            switch l.address {
-            case .tcp:
-                if Listeners.canSteer(l) { return .steered }
-                Log.warning("\(l.address): the kernel refuses a steering program (\(Sys.describe(errno: errno))); this listener is shared")
-                return .shared
-            case .unix(let path):
-                if Listeners.temporaryPath(for: path, socket: 1_000_000) != nil { return .renamed }
-                Log.warning("\(path): too long for a generation's own socket next to it; this listener is shared")
-                return .shared
-            case .udp:
-                // Datagrams have no connections to drop at a signal and no
-                // accept queue to drain: one socket serves every generation.
-                return .shared
+        return templates.map { Self.mode(of: $0, steered: steered) }
+    }
+
+    /// How generations get listener `l`: their own socket where the mode asks for it and the kernel allows.
+    static func mode(of l: Listener, steered: Bool) -> ListenerMode {
+        guard steered else { return .shared }
+        switch l.address {
+        case .tcp:
+            if Listeners.canSteer(l) { return .steered }
+            Log.warning("\(l.address): the kernel refuses a steering program (\(Sys.describe(errno: errno))); this listener is shared")
+            return .shared
+        case .unix(let path):
+            if Listeners.temporaryPath(for: path, socket: 1_000_000) != nil { return .renamed }
+            Log.warning("\(path): too long for a generation's own socket next to it; this listener is shared")
+            return .shared
+        case .udp:
+            // Datagrams have no connections to drop at a signal and no
+            // accept queue to drain: one socket serves every generation.
+            return .shared
+        }
+    }
+
+    /// The live listeners in the order of `--listen` (a listener systemd
+    /// passed, or one the configuration does not name, keeps its place after them).
+    func liveListenerOrder() -> [Int] {
+        let live = templates.indices.filter { machine.retiredListeners[$0] == nil }
+        func rank(_ l: Int) -> Int {
+            configuration.listen.firstIndex { $0.address == templates[l].address || $0.address == templates[l].configured } ?? Int.max
+        }
+        return live.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+    }
+
+    /// The listeners a generation gets, in the order of `--listen`, each
+    /// with the key and descriptor number the configuration gives it now;
+    /// its health listener last.
+    func orderedForSpawn(_ ids: [SocketID]) -> [Listener]? {
+        let order = Dictionary(uniqueKeysWithValues: liveListenerOrder().enumerated().map { ($1, $0) })
+        var entries: [(rank: Int, listener: Listener)] = []
+        for id in ids {
+            guard var l = held[id] else { return nil }
+            if let index = machine.sockets[id]?.listener, templates.indices.contains(index) {
+                l.envKey = templates[index].envKey
+                l.targetFD = templates[index].targetFD
+                l.name = templates[index].name
+                entries.append((order[index] ?? Int.max - 1, l))
+            } else {
+                entries.append((Int.max, l))
             }
+        }
+        return entries.enumerated().sorted { ($0.element.rank, $0.offset) < ($1.element.rank, $1.offset) }.map(\.element.listener)
+    }
+
+    /// Takes up the listener changes a re-exec brought: the new addresses
+    /// (bound by the previous program) join, those taken out retire.
+    func applyListenerChange(_ change: ListenerChange) {
+        for (listener, mode) in change.added {
+            let id = machine.addListener(mode)
+            templates.append(listener)
+            held[id] = listener
+            _ = baton_fcntl_setfd(listener.fd, FD_CLOEXEC)
+            watchHangUps(of: id)
+            Log.line("\(listener.address): listening (added by the re-exec; \(mode.rawValue))")
+        }
+        for l in change.removed {
+            for id in machine.retireListener(l) { closeSocket(id) }
+            Log.line(
+                machine.isListenerOpen(l)
+                    ? "\(templates[l].address): taken out; it closes once the generations that hold it exited"
+                    : "\(templates[l].address): taken out and closed")
+        }
+        // The keys and descriptor numbers the configuration gives the listeners that stay.
+        for l in templates.indices where machine.retiredListeners[l] == nil {
+            guard
+                let spec = configuration.listen.first(where: { $0.address == templates[l].address || $0.address == templates[l].configured }
+                )
+            else { continue }
+            templates[l].envKey = spec.envKey ?? templates[l].address.serverStarterKey
+            templates[l].targetFD = spec.fd
         }
     }
 

@@ -25,6 +25,8 @@ struct TakeOverShell {
     var killedStrays: Set<Int32>
     var warnings: [String]
     var previousVersion: String
+    var listenerChange = ListenerChange()
+    var socketsFromSystemd: Bool
 
     init(json j: JSON) throws(BatonError) {
         func bad(_ what: String) -> BatonError { BatonError(.upgradeFailed, "the state is malformed: \(what)") }
@@ -62,6 +64,14 @@ struct TakeOverShell {
         killedStrays = Set((j["killed_strays"]?.array ?? []).compactMap { $0.int.map(Int32.init) })
         warnings = (j["warnings"]?.array ?? []).compactMap(\.string)
         previousVersion = j["version"]?.string ?? "?"
+        socketsFromSystemd = j["systemd_sockets"]?.bool ?? false
+        for item in j["added_listeners"]?.array ?? [] {
+            guard let l = item["listener"], let mode = item["mode"]?.string.flatMap(ListenerMode.init(rawValue:)) else {
+                throw bad("an added listener")
+            }
+            listenerChange.added.append((try Listener(stateJSON: l), mode))
+        }
+        listenerChange.removed = (j["removed_listeners"]?.array ?? []).compactMap(\.int)
     }
 }
 
@@ -183,6 +193,7 @@ extension Supervisor {
         }
         if let p = shell.pidFile { pidFile = PidFile(adopting: p.path, fd: p.fd) }
         templates = shell.templates
+        socketsFromSystemd = shell.socketsFromSystemd
         held = shell.held
         for l in held.values { _ = baton_fcntl_setfd(l.fd, FD_CLOEXEC) }
         notifyFD = shell.notifyFD
@@ -211,6 +222,14 @@ extension Supervisor {
         nextRequestID = max(nextRequestID, shell.nextRequest)
         killedStrays = shell.killedStrays
 
+        if failedUpgrade != nil {
+            Listeners.release(shell.listenerChange.added.map(\.listener))
+        } else {
+            applyListenerChange(shell.listenerChange)
+        }
+        let listenersChanged =
+            !shell.listenerChange.added.isEmpty || !shell.listenerChange.removed.isEmpty
+            || shell.previousConfiguration.listen != configuration.listen
         let generations = machine.generations.map { "\($0.number) (pid \($0.pid), \($0.stateName))" }.joined(separator: ", ")
         let id = shell.upgradeRequest
         if let failedUpgrade {
@@ -220,12 +239,13 @@ extension Supervisor {
             send(Answer(.upgradeFailed, "the new program could not take over: \(failedUpgrade); the previous one goes on"), to: id)
             if let s = machine.serving { systemd.send("READY=1\nSTATUS=serving generation \(s.number) (pid \(s.pid))") }
             dispatch(.reexecuted)
-        } else if Self.appChanged(from: shell.previousConfiguration, to: configuration) {
+        } else if listenersChanged || Self.appChanged(from: shell.previousConfiguration, to: configuration) {
             Log.line("re-executed in place: baton \(batonVersion) (was \(shell.previousVersion)) took over generation(s) \(generations)")
-            Log.line("the app's command or environment changed: restarting; command: \(configuration.command.joined(separator: " "))")
+            let what = listenersChanged ? "listeners" : "command or environment"
+            Log.line("the app's \(what) changed: restarting; command: \(configuration.command.joined(separator: " "))")
             if let fd = requestConnections[id], let c = connections[fd] {
                 let note =
-                    "baton \(batonVersion) took over in place (pid \(getpid()), re-exec \(reexecutions)); restarting with the new command"
+                    "baton \(batonVersion) took over in place (pid \(getpid()), re-exec \(reexecutions)); restarting with the new \(listenersChanged ? "listeners" : "command")"
                 send(c, .progress(ControlProgress(kind: "reexec", generation: nil, pid: nil, message: note)))
             }
             dispatch(.restartRequested(RestartRequest(id: id)))

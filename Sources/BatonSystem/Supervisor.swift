@@ -48,6 +48,8 @@ public final class Supervisor {
     var warnings: [String] = []
     /// The upgrade whose check passed, waiting for the machine to be quiet.
     var pendingUpgrade: PendingUpgrade?
+    /// The listeners came from systemd (socket activation): they cannot change while baton runs.
+    var socketsFromSystemd = false
     /// The machine asked for the re-exec: carried out once the actions in hand are done.
     var reexecDue: RequestID?
     private var pendingEvents: [SupervisorEvent] = []
@@ -279,8 +281,7 @@ public final class Supervisor {
             case .failure(let e): return failed(e)
             }
         }
-        let set = sockets.compactMap { held[$0] }
-        guard set.count == sockets.count else { return failed(BatonError(.failure, "a socket of generation \(number) is missing")) }
+        guard let set = orderedForSpawn(sockets) else { return failed(BatonError(.failure, "a socket of generation \(number) is missing")) }
         switch spawner!.spawn(generation: number, listeners: set) {
         case .success(let child):
             dispatch(.spawned(generation: number, pid: child.pid, releaseDir: child.releaseDir))
@@ -315,6 +316,8 @@ public final class Supervisor {
         probes = [:]
         Listeners.release(Array(held.values))
         held = [:]
+        if let added = pendingUpgrade?.listeners.added.map(\.listener) { Listeners.release(added) }
+        pendingUpgrade = nil
         statusFile?.remove()
         closeControlSocket()
         pidFile?.remove()

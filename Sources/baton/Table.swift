@@ -61,8 +61,9 @@ enum Table {
             Re-points the --current symlink at --release atomically, then restarts the supervisor if it runs or starts it if not, \
             and fails if neither brought the new code up: then the symlink points back where it pointed. When the run options or \
             the command differ from the running supervisor's, or the baton binary on disk is not the one running, the supervisor \
-            first re-executes itself in place with them (same pid, same sockets); an option that cannot change live (--listen, \
-            --listen-mode, --socket-mode, --backlog) is refused by name. A second deploy of the same supervisor waits for the \
+            first re-executes itself in place with them (same pid, same sockets; new --listen addresses are bound first, those \
+            taken out close once their last generation exited); an option that cannot change live (--listen-mode, \
+            --socket-mode, --backlog) is refused by name. A second deploy of the same supervisor waits for the \
             first (--lock-timeout).
             """,
         options: RunOptions.specs + locations + [

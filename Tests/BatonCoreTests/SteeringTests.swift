@@ -194,4 +194,34 @@ import Testing
         #expect(h.machine.groups[0]?.members == [1, 0])
         #expect(steers(hung) == [1])
     }
+
+    @Test func anAddedListenerGoesToTheNextGenerationAndARetiredOneClosesWithItsLast() {
+        var h = Harness(listeners: [.steered, .shared]) {
+            $0.settle = .zero
+            $0.handshakeWindow = .milliseconds(10)
+            $0.queuePollInterval = .milliseconds(5)
+        }
+        h.startServing()
+        let added = h.machine.addListener(.shared)
+        #expect(added == 2)
+        // Generation 1 still holds listener 0: nothing closes yet.
+        #expect(h.machine.retireListener(0) == [])
+        #expect(h.machine.isListenerOpen(0))
+        let restart = h.restart(1)
+        // The next generation gets the shared listener and the added one, and no socket of the retired one.
+        #expect(spawnPlan(restart)?.sockets == [1, 2])
+        #expect(spawnPlan(restart)?.open == [])
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
+        var actions = h.send(.notified(pid: 2000, message: ready()))
+        for _ in 0..<20 where signals(actions).isEmpty {
+            actions = h.send(.queueMeasured(generation: 1, length: 0)) + h.advance(0.02)
+        }
+        #expect(signals(actions) == [.signal(pid: 1000, signal: SIGTERM)])
+        let gone = h.send(.childExited(pid: 1000, status: .exited(0)))
+        #expect(gone.contains(.close([0])))
+        #expect(!h.machine.isListenerOpen(0))
+        #expect(h.machine.groups[0] == nil)
+        // A crash-restart after it still leaves the retired listener out.
+        #expect(h.machine.socketSet(of: 3) == [1, 2])
+    }
 }

@@ -182,11 +182,11 @@ private func untilServing(
         // An option that cannot change live is refused by name.
         let listen = batonCommand(
             ["deploy"] + d.where_ + [
-                "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify",
+                "--listen", "127.0.0.1:0", "--listen-mode", "shared", "--settle", "0", "--", Binaries.testapp, "--notify",
             ],
             in: s)
         #expect(listen.code == 2, "\(listen.output)")
-        #expect(listen.output.contains("--listen cannot change while baton runs"), "\(listen.output)")
+        #expect(listen.output.contains("--listen-mode cannot change while baton runs"), "\(listen.output)")
         let stats = load.stop()
         #expect(stats.failed == 0, "\(stats.errors)")
         let status = try #require(statusJSON(d))
@@ -327,6 +327,85 @@ private func untilServing(
         #expect(eventually(5) { isGone(supervisor) })
         #expect(!FileManager.default.fileExists(atPath: socketPath), "the socket file is removed by the program that took over")
         #expect(leftoverFiles(in: s.path).filter { $0.contains(".baton-") }.isEmpty)
+    }
+
+    @Test func aDeployThatAddsAListenerThenOneThatRemovesOneLoseNothing() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        let unixPath = s.path + "/added.sock"
+        #expect(d.start(["--dir", s.path], app: ["--notify", "--tag", "a"]).code == 0)
+        let port = try #require(d.port)
+        let supervisor = try #require(d.supervisorPid)
+        let sockets = socketCount(supervisor)
+        func deploy(_ listen: [String], tag: String) -> (code: Int32?, output: String, seconds: Double) {
+            batonCommand(
+                ["deploy"] + d.where_ + listen.flatMap { ["--listen", $0] }
+                    + ["--settle", "0", "--dir", s.path, "--", Binaries.testapp, "--notify", "--tag", tag], in: s)
+        }
+        let tcpLoad = Load(port: port, clients: 4)
+        // Added: the unix socket is bound before the new generation starts, which gets both.
+        let added = deploy(["127.0.0.1:0", "unix:" + unixPath], tag: "b")
+        #expect(added.code == 0, "\(added.output)")
+        #expect(added.output.contains("re-executing the supervisor in place: changed: "), "\(added.output)")
+        #expect(body(httpGet(.unix(unixPath)))?.hasPrefix("b gen=2") == true)
+        #expect(body(httpGet(port: port))?.hasPrefix("b gen=2") == true)
+        let both = try #require(statusJSON(d))
+        let addresses = (both["listeners"] as? [[String: Any]])?.compactMap { $0["address"] as? String }
+        #expect(addresses == ["127.0.0.1:\(port)", unixPath], "\(both)")
+        let unixLoad = Load(.unix(unixPath), clients: 4)
+        // Removed: the TCP address (its load stops first: a removed address is meant to refuse).
+        let tcpStats = tcpLoad.stop()
+        #expect(tcpStats.failed == 0, "\(tcpStats.errors)")
+        #expect(tcpStats.ok > 0)
+        let removed = deploy(["unix:" + unixPath], tag: "c")
+        #expect(removed.code == 0, "\(removed.output)")
+        #expect(body(httpGet(.unix(unixPath)))?.hasPrefix("c gen=3") == true)
+        // Once the generation that held it exited, nothing listens on the port.
+        #expect(eventually(10) { if case .failure = httpGet(port: port, timeout: 1) { return true } else { return false } })
+        // The re-exec that took the listener out was the last: the load ran past it.
+        let unixStats = unixLoad.stop()
+        #expect(unixStats.failed == 0, "\(unixStats.errors)")
+        #expect(unixStats.ok > 0)
+        let one = try #require(statusJSON(d))
+        #expect((one["listeners"] as? [[String: Any]])?.compactMap { $0["address"] as? String } == [unixPath], "\(one)")
+        #expect(one["reexecutions"] as? Int == 2)
+        #expect(d.supervisorPid == supervisor)
+        // One listener before, one now: the same number of sockets (the TCP one closed with its last generation).
+        #expect(eventually(5) { socketCount(supervisor) == sockets }, "sockets: \(socketCount(supervisor)) against \(sockets)")
+        #expect(zombies(of: supervisor).isEmpty)
+        print(
+            "listener change under load: added a unix socket (\(tcpStats.ok) requests over TCP, \(tcpStats.failed) failed), "
+                + "removed the TCP one (\(unixStats.ok) over the unix socket, \(unixStats.failed) failed)")
+        let watch = descendants(of: supervisor)
+        #expect(d.run("stop").code == 0)
+        #expect(eventually(5) { isGone(supervisor) && watch.allSatisfy(isGone) })
+        #expect(!FileManager.default.fileExists(atPath: unixPath))
+    }
+
+    @Test func anAddressInUseFailsTheDeployAndChangesNothing() throws {
+        let s = Scratch()
+        let d = Daemon(s: s)
+        #expect(d.start(["--dir", s.path]).code == 0)
+        let port = try #require(d.port)
+        let supervisor = try #require(d.supervisorPid)
+        // Someone else listens on the address the deploy adds.
+        let other = try TestSockets.tcpListener()
+        defer { close(other.fd) }
+        let r = batonCommand(
+            ["deploy"] + d.where_
+                + [
+                    "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:\(other.port)", "--settle", "0", "--dir", s.path, "--",
+                    Binaries.testapp,
+                    "--notify", "--tag", "x",
+                ], in: s)
+        #expect(r.code != 0, "\(r.output)")
+        #expect(r.output.contains("127.0.0.1:\(other.port)") && r.output.contains("nothing changed"), "\(r.output)")
+        let status = try #require(statusJSON(d))
+        #expect(status["reexecutions"] as? Int == 0)
+        #expect((status["listeners"] as? [[String: Any]])?.count == 1)
+        #expect(body(httpGet(port: port))?.contains("gen=1") == true)
+        #expect(d.run("stop").code == 0)
+        #expect(eventually(5) { isGone(supervisor) })
     }
 
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {

@@ -33,6 +33,20 @@ extension ClassicStack {
             #expect(body(httpGet(.tcp(port)))?.hasPrefix("v1 gen=2 ") == true)
             let upgrade = run(Paths.baton, ["upgrade", "--pid-file", pidFile], cwd: scratch.path, timeout: 60)
             #expect(upgrade.status == 0, "\(upgrade.output)")
+            // A second TCP address added live (port 0: the kernel picks it): bound
+            // before generation 3 starts, which serves on both.
+            let added = run(
+                Paths.baton, ["deploy"] + options(workers: 4).prefix(4) + ["--listen", "127.0.0.1:0"] + options(workers: 4).dropFirst(4),
+                cwd: scratch.path, timeout: 90)
+            #expect(added.status == 0, "\(added.output)")
+            #expect(added.output.contains("re-executing the supervisor in place: changed: "), "\(added.output)")
+            let listening = run(Paths.baton, ["status", "--json", "--pid-file", pidFile], cwd: scratch.path)
+            let listeners =
+                (try? JSONSerialization.jsonObject(with: Data(listening.output.utf8)) as? [String: Any])?["listeners"] as? [[String: Any]]
+            let second = listeners?.compactMap { $0["address"] as? String }.first { $0 != "127.0.0.1:\(port)" }
+            let secondPort = try #require(second.flatMap { $0.split(separator: ":").last.flatMap { UInt16($0) } }, "\(listening.output)")
+            #expect(body(httpGet(.tcp(secondPort)))?.hasPrefix("v1 gen=3 ") == true)
+            #expect(body(httpGet(.tcp(port)))?.hasPrefix("v1 gen=3 ") == true)
             usleep(300_000)
             let stats = load.stop()
             #expect(stats.failed == 0, "\(stats.errors)")
@@ -40,10 +54,12 @@ extension ClassicStack {
             let status = run(Paths.baton, ["status", "--json", "--pid-file", pidFile], cwd: scratch.path)
             let json = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any])
             #expect(json["pid"] as? Int == Int(supervisor))
-            #expect(json["reexecutions"] as? Int == 2)
-            #expect(json["serving"] as? Int == 2)
+            #expect(json["reexecutions"] as? Int == 3)
+            #expect(json["serving"] as? Int == 3)
             #expect((json["command"] as? [String])?.contains("4") == true)
-            print("Starman, a deploy to 4 workers and an upgrade under load: \(stats.ok) requests, \(stats.failed) failed")
+            print(
+                "Starman, a deploy to 4 workers, an upgrade and a second listener added, under load: \(stats.ok) requests, \(stats.failed) failed"
+            )
             #expect(run(Paths.baton, ["stop", "--pid-file", pidFile], cwd: scratch.path, timeout: 60).status == 0)
             #expect(eventually(5) { isGone(supervisor) })
         }
