@@ -162,14 +162,63 @@ enum Table {
     static let version = CommandSpec(
         "version", abstract: "Print the version.", usage: ["version"], options: [help], exitCodes: [(0, "printed")])
 
-    static let commands: [CommandSpec] = [run, start, restart, deploy, upgrade, stop, status, logs, list, helpCommand, version]
+    static let completions = CommandSpec(
+        "completions", abstract: "Print a shell completion script for bash, zsh or fish.", usage: ["completions bash|zsh|fish"],
+        discussion: """
+            bash: baton completions bash > /etc/bash_completion.d/baton (or source it from ~/.bashrc). \
+            zsh: baton completions zsh > a directory of $fpath, as _baton. \
+            fish: baton completions fish > ~/.config/fish/completions/baton.fish.
+            """,
+        options: [help], exitCodes: [(0, "printed"), (2, "no such shell")], positional: "SHELL")
+
+    static let man = CommandSpec(
+        "man", abstract: "Print a manual page in roff: baton(1), or start_server(1).", usage: ["man [baton|start_server]"],
+        discussion: "man -l <(baton man) shows it; packages install it under /usr/share/man/man1.",
+        options: [help], exitCodes: [(0, "printed"), (2, "no such page")], positional: "PAGE")
+
+    static let commands: [CommandSpec] = [
+        run, start, restart, deploy, upgrade, stop, status, logs, list, completions, man, helpCommand, version,
+    ]
+
+    static let summary = "zero-downtime restarts and deploys for web apps"
+
+    static let about =
+        "Zero-downtime restarts for web apps: baton holds the listening sockets and hands them to each new generation of the app, retiring the old one only once the new one is ready."
+
+    /// The sections of baton(1) after the commands.
+    static let manSections: [ManPage.Section] = [
+        ManPage.Section(
+            "Exit status",
+            """
+            Every command exits with one of these codes: 0 success, 1 failure, 2 usage, 3 not running, 4 unknown (a live \
+            process holds the pid file but nothing answers its control socket), 5 already running, 6 the new generation \
+            failed (the old one still serves), 7 timeout, 8 bind failed, 9 command not found, 10 the first generation never \
+            became ready, 11 busy, 12 upgrade failed. The full table: /usr/share/doc/baton/EXIT-CODES.md.
+            """),
+        ManPage.Section(
+            "Environment",
+            """
+            NO_COLOR: no colour, even on a terminal. XDG_RUNTIME_DIR: the run directory of --name is $XDG_RUNTIME_DIR/baton \
+            (as root /run/baton; else /tmp/baton-UID). NOTIFY_SOCKET: under systemd, baton run reports READY=1, RELOADING=1 \
+            and STATUS=.
+
+            The app gets SERVER_STARTER_PORT, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, NOTIFY_SOCKET and \
+            SERVER_STARTER_GENERATION.
+            """),
+        ManPage.Section(
+            "Files",
+            """
+            NAME.pid, NAME.control and NAME.log under the run directory, for a supervisor started with --name NAME; with \
+            --pid-file PATH, the control socket and the log go next to it (app.pid, app.control, app.log).
+            """),
+        ManPage.Section("See also", "start_server(1), systemd.service(5), logrotate(8)"),
+    ]
 
     static func command(_ name: String) -> CommandSpec? { commands.first { $0.name == name } }
 
     static let overview = HelpText.overview(
         program: "baton", usage: "COMMAND [options] [-- command...]",
-        about:
-            "Zero-downtime restarts for web apps: baton holds the listening sockets and hands them to each new generation of the app, retiring the old one only once the new one is ready.",
+        about: about,
         commands: commands,
         footer: "Run 'baton help COMMAND' for a command's options. Exit codes: docs/EXIT-CODES.md.")
 }

@@ -11,7 +11,7 @@ func fail(_ error: BatonError) -> Never {
 let commands: [String: ([String]) throws(BatonError) -> Int32] = [
     "run": runCommand, "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "upgrade": upgradeCommand,
     "stop": stopCommand,
-    "status": statusCommand, "logs": logsCommand, "list": listCommand,
+    "status": statusCommand, "logs": logsCommand, "list": listCommand, "completions": completionsCommand, "man": manCommand,
 ]
 
 func helpCommand(_ args: [String]) throws(BatonError) -> Int32 {
@@ -25,6 +25,39 @@ func helpCommand(_ args: [String]) throws(BatonError) -> Int32 {
         throw BatonError(.usage, "no command '\(name)'\(hint); see 'baton help'")
     }
     Out.line(HelpText.render(program: "baton", command, width: terminalWidth()))
+    return 0
+}
+
+func completionsCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.completions, args, positional: .one)
+    let names = Completions.Shell.allCases.map(\.rawValue)
+    guard let name = o.positional, let shell = Completions.Shell(rawValue: name) else {
+        throw BatonError(.usage, "completions: give a shell: \(names.joined(separator: ", ")) (for example 'baton completions bash')")
+    }
+    Sys.writeAll(1, Completions.script(shell, program: "baton", commands: Table.commands).utf8)
+    return 0
+}
+
+func manCommand(_ args: [String]) throws(BatonError) -> Int32 {
+    let o = try parse(Table.man, args, positional: .one)
+    switch o.positional ?? "baton" {
+    case "baton":
+        let page = ManPage.render(
+            program: "baton", version: batonVersion, summary: Table.summary, description: Table.about, commands: Table.commands,
+            sections: Table.manSections)
+        Sys.writeAll(1, page.utf8)
+    case "start_server":
+        let page = ManPage.render(
+            program: "start_server", version: batonVersion,
+            summary: "hot-deploy server programs without dropping a connection (Server::Starter compatible)",
+            description:
+                "This start_server is Baton's drop-in for Perl's Server::Starter \(StartServerTable.compatibleVersion): same options, environment, status file and signals.",
+            commands: [StartServerTable.command],
+            sections: [ManPage.Section("See also", "baton(1), the Server::Starter documentation (perldoc Server::Starter)")])
+        Sys.writeAll(1, page.utf8)
+    case let page:
+        throw BatonError(.usage, "man: no page '\(page)'; there are baton and start_server")
+    }
     return 0
 }
 

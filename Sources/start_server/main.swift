@@ -7,43 +7,10 @@ import BatonSystem
 import CBatonShims
 import Glibc
 
-let compatibleVersion = "0.35"
-
-/// Server::Starter's own options: they win an abbreviation they share with Baton's additions (`-h` is `--help`).
-let perlOptions: [OptionSpec] = [
-    OptionSpec("port", value: "PORT", "TCP port to listen to, repeatable; u before the port for UDP"),
-    OptionSpec("path", value: "PATH", "unix socket to listen on, repeatable"),
-    OptionSpec("interval", value: "SECONDS", "a new server alive this long is ready (default 1)"),
-    OptionSpec("log-file", value: "FILE", "send STDOUT and STDERR to a file or a command"),
-    OptionSpec("pid-file", value: "FILE", "write start_server's pid here"),
-    OptionSpec("dir", value: "PATH", "working directory of the server program"),
-    OptionSpec("signal-on-hup", value: "SIGNAL", "signal for the old server on SIGHUP (default TERM)"),
-    OptionSpec("signal-on-term", value: "SIGNAL", "signal for the servers on SIGTERM (default TERM)"),
-    OptionSpec("backlog", value: "N", "listen backlog"),
-    OptionSpec("envdir", value: "DIR", "read environment variables from DIR at each start"),
-    OptionSpec("enable-auto-restart", "restart by time"),
-    OptionSpec("daemonize", "run in the background (needs --log-file)"),
-    OptionSpec("auto-restart-interval", value: "SECONDS", "auto-restart every this often (default 360)"),
-    OptionSpec("kill-old-delay", value: "SECONDS", "wait before signalling old servers"),
-    OptionSpec("status-file", value: "FILE", "write generation:pid lines here"),
-    OptionSpec("restart", "restart the running start_server"),
-    OptionSpec("stop", "stop the running start_server"),
-    OptionSpec("help", "show this help"),
-    OptionSpec("version", "print the version"),
-]
-let batonOptions: [OptionSpec] = [
-    OptionSpec("drain-timeout", value: "D", "SIGKILL old servers still running D after their signal"),
-    OptionSpec("max-attempts", value: "N", "give up on a new server after N failed starts"),
-    OptionSpec("listen-mode", value: "MODE", "steered (default) or shared"),
-    OptionSpec("handover", "a spelling of --listen-mode steered"),
-    OptionSpec("handshake-window", value: "D", "steered: wait for handshakes begun on the old socket"),
-    OptionSpec("handover-delay", value: "D", "a spelling of --handshake-window"),
-    OptionSpec("restart-timeout", value: "D", "how long --restart and --stop wait"),
-    OptionSpec("control", value: "PATH", "the control socket"),
-    OptionSpec("ready", value: "MODE", "notify, auto or a duration"),
-    OptionSpec("upgrade", "re-execute the running start_server in place with the binary now on disk"),
-]
-let integerOptions: Set<String> = ["backlog", "max-attempts"]
+let compatibleVersion = StartServerTable.compatibleVersion
+let perlOptions = StartServerTable.perl
+let batonOptions = StartServerTable.baton
+let integerOptions = StartServerTable.integerOptions
 
 let usage = """
     Usage: start_server [options] -- server-prog server-arg1 server-arg2 ...
