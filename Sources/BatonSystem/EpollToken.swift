@@ -12,9 +12,11 @@ enum EpollToken: Equatable {
     case probe(Int32)
     /// A listening socket watched for hang-ups.
     case listener(Int32)
+    /// The inotify descriptor of development mode.
+    case watch
 
     private enum Kind: UInt64 {
-        case signals = 1, notify, control, connection, probe, listener
+        case signals = 1, notify, control, connection, probe, listener, watch
     }
 
     /// The 64 bits epoll carries: the kind above, the descriptor below.
@@ -26,6 +28,7 @@ enum EpollToken: Equatable {
         case .connection(let fd): Kind.connection.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
         case .probe(let fd): Kind.probe.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
         case .listener(let fd): Kind.listener.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
+        case .watch: Kind.watch.rawValue << 32
         }
     }
 
@@ -38,6 +41,7 @@ enum EpollToken: Equatable {
         case .connection: self = .connection(fd)
         case .probe: self = .probe(fd)
         case .listener: self = .listener(fd)
+        case .watch: self = .watch
         case nil: return nil
         }
     }

@@ -125,6 +125,12 @@ extension RunConfiguration {
         ]
         for (k, v) in optionals { if let v { o[k] = .string(v) } }
         if let backlog { o["backlog"] = .int(backlog) }
+        if !watch.isEmpty {
+            o["watch"] = .array(watch.map(JSON.string))
+            o["watch_ignore"] = .array(watchIgnore.map(JSON.string))
+            o["watch_debounce_us"] = .int(Int(clamping: watchDebounce.nanosecondsClamped / 1000))
+        }
+        if let build { o["build"] = .string(build) }
         return .object(o)
     }
 
@@ -157,5 +163,9 @@ extension RunConfiguration {
         controlPath = j["control"]?.string
         logFile = j["log_file"]?.string
         policy = j["policy"].map(SupervisorPolicy.init(json:)) ?? SupervisorPolicy()
+        watch = j["watch"]?.array?.compactMap(\.string) ?? []
+        watchIgnore = j["watch_ignore"]?.array?.compactMap(\.string) ?? []
+        if let us = j["watch_debounce_us"]?.int { watchDebounce = .microseconds(us) }
+        build = j["build"]?.string
     }
 }

@@ -56,6 +56,14 @@ public struct RunConfiguration: Sendable {
     /// A pipe to the `baton start` that spawned this daemon: the outcome of
     /// the first generation is written to it as one JSON line.
     public var startReportFD: Int32?
+    /// Development mode: files and directories whose changes restart the app.
+    public var watch: [String] = []
+    /// More names or globs whose changes restart nothing.
+    public var watchIgnore: [String] = []
+    /// How long the watched files must be quiet before a restart.
+    public var watchDebounce: Duration = .milliseconds(200)
+    /// A command run (through `sh -c`, in the release directory) before each watched restart.
+    public var build: String?
 
     /// An empty configuration.
     public init() {}

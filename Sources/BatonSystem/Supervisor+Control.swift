@@ -153,6 +153,7 @@ extension Supervisor {
 
     /// The machine's answer to request `id`, to whoever asked.
     func send(_ answer: Answer, to id: RequestID) {
+        if answeredWatchedRestart(id, answer) { return }
         let result = Self.result(answer)
         if let report = startReport, report.id == id {
             Sys.writeAll(report.fd, ControlMessage.result(result).line.utf8)

@@ -50,6 +50,12 @@ public final class Supervisor {
     var pendingUpgrade: PendingUpgrade?
     /// The listeners came from systemd (socket activation): they cannot change while baton runs.
     var socketsFromSystemd = false
+    /// Development mode: the files watched, the loop that decides, the build under way.
+    var watcher: Watcher?
+    var watchLoop: WatchLoop?
+    var build: (pid: Int32, startedAt: Instant)?
+    var cancelledBuilds: Set<Int32> = []
+    var watchedRestarts: [RequestID: WatchedRestart] = [:]
     /// The machine asked for the re-exec: carried out once the actions in hand are done.
     var reexecDue: RequestID?
     private var pendingEvents: [SupervisorEvent] = []
@@ -102,6 +108,7 @@ public final class Supervisor {
         if let path = configuration.controlPath { try openControlSocket(path) }
         try pidFile?.write()
         let policy = try openEventLoop()
+        try openWatcher()
         machine = SupervisorStateMachine(policy: policy, listeners: modes)
         for (id, listener) in templates.enumerated() {
             held[id] = listener
@@ -124,7 +131,7 @@ public final class Supervisor {
         var tokens = [UInt64](repeating: 0, count: 16)
         while exitCode == nil {
             var timeout: Int32 = -1
-            if let deadline = machine.nextDeadline {
+            if let deadline = [machine.nextDeadline, watchLoop?.nextDeadline].compactMap({ $0 }).min() {
                 let now = Sys.now()
                 timeout = deadline <= now ? 0 : Int32(clamping: (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000)
             }
@@ -144,11 +151,13 @@ public final class Supervisor {
                 case .connection(let fd): handleConnection(fd)
                 case .probe(let fd): handleProbe(fd)
                 case .listener(let fd): handleListenerHangUp(fd)
+                case .watch: handleWatchEvents()
                 }
             }
             if exitCode == nil, let deadline = machine.nextDeadline, deadline <= Sys.now() {
                 dispatch(.tick)
             }
+            if exitCode == nil, let deadline = watchLoop?.nextDeadline, deadline <= Sys.now() { watchTick() }
         }
         return exitCode ?? 0
     }
@@ -184,7 +193,8 @@ public final class Supervisor {
             var code: Int32 = 0
             let pid = baton_peek_exited_child(&signaled, &code)
             guard pid > 0 else { break }
-            dispatch(.childExited(pid: pid, status: signaled != 0 ? .signaled(code) : .exited(code)))
+            let exit: ExitStatus = signaled != 0 ? .signaled(code) : .exited(code)
+            if !buildExited(pid, exit) { dispatch(.childExited(pid: pid, status: exit)) }
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             reaped = true
@@ -312,6 +322,8 @@ public final class Supervisor {
     /// Releases every file and socket this supervisor created. Control
     /// connections stay open for the final answer to `stop`.
     func cleanUp() {
+        stopBuild()
+        watcher = nil
         for probe in probes.values { close(probe.fd) }
         probes = [:]
         Listeners.release(Array(held.values))

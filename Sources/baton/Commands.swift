@@ -47,6 +47,7 @@ func noCommand(_ o: ParsedOptions, _ command: String) throws(BatonError) {
 func runCommand(_ args: [String]) throws(BatonError) -> Int32 {
     let o = try parse(Table.run, args, positional: .beforeDashes)
     var configuration = try RunOptions.configuration(o)
+    try RunOptions.watch(o, into: &configuration)
     let loc = try locations(o, creating: true)
     configuration.pidFile = loc.pidFile
     configuration.controlPath = loc.control
@@ -68,6 +69,7 @@ private func daemonCommand(
     _ body: (ParsedOptions, RunConfiguration, Locations, UInt32, (Operations.Step) -> Void) throws(BatonError) -> ControlResult
 ) throws(BatonError) -> Int32 {
     let o = try parse(spec, args, positional: .beforeDashes)
+    try RunOptions.refuseWatch(o, spec.name)
     let printer = Printer(json: o.has("json"), program: "baton")
     let configuration = try RunOptions.configuration(o)
     let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022

@@ -9,6 +9,49 @@ enum RunOptions {
     static let readiness = "Readiness"
     static let retiring = "Retiring the old generation"
     static let health = "Health probe"
+    static let development = "Development (baton run only)"
+
+    /// `--watch` and its companions: for `baton run`; refused by name elsewhere.
+    static func watchSpecs(hidden: Bool) -> [OptionSpec] {
+        [
+            OptionSpec(
+                "watch", value: "PATH",
+                "restart gracefully when a file under PATH changes (a directory recursively, or one file), repeatable; inotify, no polling",
+                group: development, completes: .file, hidden: hidden),
+            OptionSpec(
+                "watch-ignore", value: "GLOB",
+                "changes to names matching GLOB restart nothing, repeatable (editor swap and backup files, .git, .build*, node_modules, __pycache__, *.pyc, *.log are ignored already)",
+                group: development, hidden: hidden),
+            OptionSpec(
+                "watch-debounce", value: "D", "changes this close together are one restart (default 200ms)", group: development,
+                hidden: hidden),
+            OptionSpec(
+                "build", value: "CMD",
+                "run CMD (sh -c, in the release directory) before each watched restart; a failing build starts nothing and the running code keeps serving",
+                group: development, hidden: hidden),
+        ]
+    }
+
+    /// Reads the development options (`baton run`).
+    static func watch(_ o: ParsedOptions, into c: inout RunConfiguration) throws(BatonError) {
+        c.watch = o.all("watch").map(Sys.absolute)
+        c.watchIgnore = o.all("watch-ignore")
+        if let v = o.last("watch-debounce") { c.watchDebounce = try OptionParsing.duration(v, option: "--watch-debounce") }
+        c.build = o.last("build")
+        if c.watch.isEmpty, let other = ["watch-ignore", "watch-debounce", "build"].first(where: o.has) {
+            throw BatonError(.usage, "--\(other) needs --watch PATH")
+        }
+    }
+
+    /// `start` and `deploy` refuse development mode by name.
+    static func refuseWatch(_ o: ParsedOptions, _ command: String) throws(BatonError) {
+        if let name = ["watch", "watch-ignore", "watch-debounce", "build"].first(where: o.has) {
+            throw BatonError(
+                .usage,
+                "--\(name) is for development: use it with 'baton run' in a terminal (a daemon is restarted by deploys, not by saves); 'baton \(command)' does not take it"
+            )
+        }
+    }
 
     static let specs: [OptionSpec] = [
         OptionSpec(

@@ -30,7 +30,7 @@ enum Table {
             generation's own socket, and the old one is signalled once its queue is empty. With a NAME, --name or --pid-file it \
             also answers on a control socket.
             """,
-        options: RunOptions.specs + locations + [help],
+        options: RunOptions.specs + RunOptions.watchSpecs(hidden: false) + locations + [help],
         exitCodes: [
             (0, "stopped"), (2, "bad option"), (8, "an address could not be bound"), (9, "the command is missing"),
             (10, "the first generation never became ready"),
@@ -47,7 +47,9 @@ enum Table {
             returns once the first generation serves: 0, or non-zero with the reason and the end of the log, leaving no daemon, \
             pid file or socket behind.
             """,
-        options: RunOptions.specs + locations + [OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)"), json, help],
+        options: RunOptions.specs + RunOptions.watchSpecs(hidden: true) + locations + [
+            OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)"), json, help,
+        ],
         exitCodes: [
             (0, "started"), (2, "bad option"), (5, "already running"), (8, "bind failed"), (9, "command not found"),
             (10, "the first generation failed"),
@@ -66,7 +68,7 @@ enum Table {
             --socket-mode, --backlog) is refused by name. A second deploy of the same supervisor waits for the \
             first (--lock-timeout).
             """,
-        options: RunOptions.specs + locations + [
+        options: RunOptions.specs + RunOptions.watchSpecs(hidden: true) + locations + [
             OptionSpec("release", value: "DIR", "the release to deploy: --current is re-pointed at it first", completes: .directory),
             OptionSpec("current", value: "LINK", "the symlink that names the live release (default --dir)", completes: .file),
             OptionSpec("lock-timeout", value: "D", "wait this long for another deploy to finish (default 5m)"),
