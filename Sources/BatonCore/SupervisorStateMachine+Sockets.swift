@@ -151,14 +151,19 @@ extension SupervisorStateMachine {
         nextSocketID += 1
         listeners.append(mode)
         listenerSockets.append(id)
-        sockets[id] = SocketRecord(listener: l, owner: nil, inGroup: mode == .steered, published: true)
-        if mode == .steered {
-            var group = ReuseportGroup()
-            group.join(id)
-            group.target = id
-            groups[l] = group
-        }
+        recordFirstSocket(id, of: l, mode)
         return id
+    }
+
+    /// The first socket of listener `l`, bound by the shell: a steered one
+    /// starts its group and is its target.
+    mutating func recordFirstSocket(_ id: SocketID, of l: Int, _ mode: ListenerMode) {
+        sockets[id] = SocketRecord(listener: l, owner: nil, inGroup: mode == .steered, published: true)
+        guard mode == .steered else { return }
+        var group = ReuseportGroup()
+        group.join(id)
+        group.target = id
+        groups[l] = group
     }
 
     /// Takes listener `l` out: generations spawned from now on do not get

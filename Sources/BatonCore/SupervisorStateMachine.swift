@@ -123,15 +123,7 @@ public struct SupervisorStateMachine: Sendable {
         self.listeners = listeners
         self.listenerSockets = Array(listeners.indices)
         self.backoff = policy.backoffInitial
-        for (i, mode) in listeners.enumerated() {
-            sockets[i] = SocketRecord(listener: i, owner: nil, inGroup: mode == .steered, published: true)
-            if mode == .steered {
-                var group = ReuseportGroup()
-                group.join(i)
-                group.target = i
-                groups[i] = group
-            }
-        }
+        for (i, mode) in listeners.enumerated() { recordFirstSocket(i, of: i, mode) }
         nextSocketID = listeners.count
     }
 
