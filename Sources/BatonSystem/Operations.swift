@@ -55,6 +55,29 @@ public enum Operations {
         }
     }
 
+    /// A failed generation's own last lines of output, from the supervisor's
+    /// log (`log`): the lines after its spawn that baton did not write, so a
+    /// failed restart says why in the app's words. Unchanged otherwise.
+    public static func withAppOutput(_ result: ControlResult, log: String?, lines count: Int = 12) -> ControlResult {
+        guard !result.ok, result.output == nil, let generation = result.generation, let log, !log.hasPrefix("|") else { return result }
+        var r = result
+        let tail = Sys.tail(log, lines: 400)
+        guard let spawned = tail.lastIndex(where: { $0.contains("]: gen \(generation) pid ") && $0.contains(" spawned in ") })
+        else { return result }
+        let own = tail[(spawned + 1)...].filter { !isBatonLine($0) }
+        guard !own.isEmpty else { return result }
+        r.output = Array(own.suffix(count))
+        r.logFile = log
+        return r
+    }
+
+    /// True for a line baton's log writes itself (`2026-...Z baton[PID]: ...`), not the app.
+    static func isBatonLine(_ line: String) -> Bool {
+        let u = Array(line.utf8.prefix(40))
+        guard u.count > 25, u[4] == UInt8(ascii: "-"), u[10] == UInt8(ascii: "T") else { return false }
+        return line.contains("Z baton[") || line.contains("Z start_server[")
+    }
+
     /// Asks the supervisor at `control` to replace its program in place
     /// (`binary`, nil: the one on disk where it was started from) with
     /// `configuration` (nil: the same); the answer comes from the new

@@ -74,7 +74,8 @@ private func daemonCommand(
     let configuration = try RunOptions.configuration(o)
     let umask = try o.last("umask").map { (t: String) throws(BatonError) in try OptionParsing.fileMode(t, option: "--umask") } ?? 0o022
     let started = Sys.now()
-    let result = try body(o, configuration, try locations(o, creating: true), umask, printer.step)
+    let at = try locations(o, creating: true)
+    let result = Operations.withAppOutput(try body(o, configuration, at, umask, printer.step), log: at.logFile)
     return printer.result(result, took: result.ok ? Sys.now() - started : nil, what: what)
 }
 
@@ -118,6 +119,7 @@ func request(
     printer.step(.note(note))
     var result = send(control, timeout, printer.step)
     if result.code == .notRunning, let problem = Operations.unreachable(loc, control: control) { result = problem }
+    result = Operations.withAppOutput(result, log: loc.logFile)
     let took = result.durationMilliseconds.map { Duration.milliseconds($0) }
     return printer.result(result, took: result.ok ? took : nil, what: name)
 }

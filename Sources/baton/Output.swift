@@ -57,7 +57,8 @@ struct Printer {
             Out.line("\(program): " + Out.green(message))
         } else {
             if let output = r.output, !output.isEmpty {
-                Out.error("\(program): the last lines of \(r.logFile ?? "its output"):")
+                let whose = r.generation.map { "generation \($0)'s last lines of output" } ?? "the last lines"
+                Out.error("\(program): \(whose) (\(r.logFile ?? "its output")):")
                 for l in output { Out.error("  " + l) }
             }
             Out.error("\(program): " + Out.red(r.message))

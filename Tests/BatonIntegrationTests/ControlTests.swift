@@ -282,3 +282,34 @@ struct Daemon {
         #expect(d.run("stop").code == 0)
     }
 }
+
+@Suite struct FailedRestartOutputTests {
+    /// A failed restart says why in the app's own words, in text and in --json.
+    @Test func aFailedRestartPrintsTheAppsLastLines() throws {
+        let s = Scratch()
+        s.write(
+            "app.sh",
+            """
+            #!/bin/sh
+            [ -e broken ] && { echo "no templates directory at $PWD/templates" >&2; exit 1; }
+            exec \(Binaries.testapp) --notify
+
+            """)
+        chmod(s.file("app.sh"), 0o755)
+        let d = Daemon(s: s)
+        let started = batonCommand(
+            ["start"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--dir", s.path, "--", "./app.sh"], in: s)
+        #expect(started.code == 0, "\(started.output)")
+        s.write("broken", "")
+        let text = d.run("restart")
+        #expect(text.code == 6, "\(text.output)")
+        #expect(text.output.contains("generation 2's last lines of output"), "\(text.output)")
+        #expect(text.output.contains("no templates directory at \(s.path)/templates"), "\(text.output)")
+        let json = d.run("restart", ["--json"])
+        let result = try #require(
+            json.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.last)
+        #expect(result["code"] as? String == "generation-failed")
+        #expect((result["output"] as? [String])?.contains { $0.contains("no templates directory") } == true, "\(result)")
+        #expect(d.run("stop").code == 0)
+    }
+}
