@@ -4,7 +4,9 @@ import Glibc
 
 /// Prints an error the way every command does, and exits with its code.
 func fail(_ error: BatonError) -> Never {
-    Sys.writeAll(2, "baton: \(error.message)\n".utf8)
+    // A message that names its command already ("baton run: unknown option ...") needs no second prefix.
+    let text = error.message.hasPrefix("baton ") ? error.message : "baton: \(error.message)"
+    Sys.writeAll(2, "\(text)\n".utf8)
     exit(error.exitCode)
 }
 
