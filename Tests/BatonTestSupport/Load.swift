@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Synchronization
+import Testing
 
 /// Concurrent clients hitting one endpoint until stopped, bounded in count
 /// and time. A request fails when it gets no complete answer, a status other
@@ -20,6 +21,8 @@ public final class Load: @unchecked Sendable {
         public var failureTimes: [(Date, String)] = []
         /// When the last success came.
         public var lastSuccess: Date?
+        /// Clients that stopped at their bound (count or time) before `stop()`.
+        public var endedByBound = 0
         public var total: Int { ok + failed }
         public var serverErrors: Int { errors.filter { $0.key.hasPrefix("status 5") }.values.reduce(0, +) }
         /// The older name of `releases`.
@@ -73,6 +76,7 @@ public final class Load: @unchecked Sendable {
                         }
                     }
                 }
+                if !stopFlag.load(ordering: .relaxed) { stats.withLock { $0.endedByBound += 1 } }
                 group.leave()
             }
         }
@@ -87,11 +91,20 @@ public final class Load: @unchecked Sendable {
     public var failures: [(Date, String)] { stats.withLock { $0.failureTimes } }
     public var lastSuccess: Date? { stats.withLock { $0.lastSuccess } }
 
-    /// Stops the clients, waits for the requests under way, and returns the totals.
-    public func stop() -> Stats {
+    /// Stops the clients, waits for the requests under way, and returns the
+    /// totals. A load that ended at its bound before this call may not have
+    /// spanned what the test did meanwhile (its restarts): that is recorded
+    /// as a test failure, so a load cannot end before the restarts unnoticed.
+    public func stop(sourceLocation: SourceLocation = #_sourceLocation) -> Stats {
         stopFlag.store(true, ordering: .relaxed)
         group.wait()
-        return stats.withLock { $0 }
+        let s = stats.withLock { $0 }
+        if s.endedByBound > 0 {
+            Issue.record(
+                "\(s.endedByBound) load client(s) reached their bound (request count or time) before stop(): the load may have ended before the restarts it was meant to span",
+                sourceLocation: sourceLocation)
+        }
+        return s
     }
 }
 
