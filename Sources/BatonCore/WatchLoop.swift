@@ -5,7 +5,7 @@
 public struct WatchLoop: Sendable, Equatable {
     /// What the shell must do.
     public enum Action: Sendable, Equatable {
-        /// Run the build; `trigger` is the first changed file.
+        /// Run the build; `trigger` is the last changed file.
         case build(trigger: String)
         /// Stop the build under way (its outcome will not be waited for).
         case cancelBuild
@@ -18,7 +18,7 @@ public struct WatchLoop: Sendable, Equatable {
     enum State: Sendable, Equatable {
         case idle
         /// Changes seen; acting at `until` unless more come (at the latest at `cap`).
-        case gathering(first: String, count: Int, since: Instant, until: Instant, cap: Instant)
+        case gathering(latest: String, count: Int, since: Instant, until: Instant, cap: Instant)
         /// The build runs for these changes.
         case building(trigger: String, count: Int, since: Instant)
     }
@@ -53,26 +53,28 @@ public struct WatchLoop: Sendable, Equatable {
         let cap = debounce * 10
         switch state {
         case .idle:
-            state = .gathering(first: path, count: 1, since: now, until: now + debounce, cap: now + cap)
+            state = .gathering(latest: path, count: 1, since: now, until: now + debounce, cap: now + cap)
             return []
-        case .gathering(let first, let count, let since, _, let capAt):
-            state = .gathering(first: first, count: count + 1, since: since, until: now + debounce, cap: capAt)
+        case .gathering(_, let count, let since, _, let capAt):
+            // The last change names the restart: a tool that writes a temporary
+            // file and renames it over the real one shows the real one.
+            state = .gathering(latest: path, count: count + 1, since: since, until: now + debounce, cap: capAt)
             return []
         case .building(_, let count, let since):
-            state = .gathering(first: path, count: count + 1, since: since, until: now + debounce, cap: now + cap)
+            state = .gathering(latest: path, count: count + 1, since: since, until: now + debounce, cap: now + cap)
             return [.cancelBuild, .report("\(path) changed during the build: the build is cancelled and runs again")]
         }
     }
 
     /// Time passed: acts once the files have been quiet long enough.
     public mutating func tick(now: Instant) -> [Action] {
-        guard case .gathering(let first, let count, let since, let until, let cap) = state, now >= min(until, cap) else { return [] }
+        guard case .gathering(let latest, let count, let since, let until, let cap) = state, now >= min(until, cap) else { return [] }
         if builds {
-            state = .building(trigger: first, count: count, since: since)
-            return [.build(trigger: first)]
+            state = .building(trigger: latest, count: count, since: since)
+            return [.build(trigger: latest)]
         }
         state = .idle
-        return [.restart(trigger: first, changes: count, since: since)]
+        return [.restart(trigger: latest, changes: count, since: since)]
     }
 
     /// The build finished: a restart follows if it passed; a failed one

@@ -13,7 +13,7 @@ import Testing
         #expect(w.changed("b.pm", now: at(150)).isEmpty)
         #expect(w.nextDeadline == at(350))
         #expect(w.tick(now: at(300)).isEmpty)
-        #expect(w.tick(now: at(350)) == [.restart(trigger: "a.pm", changes: 2, since: at(0))])
+        #expect(w.tick(now: at(350)) == [.restart(trigger: "b.pm", changes: 2, since: at(0))])
         #expect(w.nextDeadline == nil)
     }
 

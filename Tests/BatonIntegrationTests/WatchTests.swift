@@ -248,7 +248,7 @@ enum WatchTestError: Error { case didNotStart(String) }
         #expect(eventually(8) { app.log.contains("✗ generation") }, "\(app.log)")
         usleep(1_000_000)
         #expect(app.spawned == before + 1, "the broken save was started once")
-        #expect(app.answer?.hasPrefix("r2 gen=") == true)
+        #expect(eventually(3) { app.answer?.hasPrefix("r2 gen=") == true }, "answer: \(String(describing: app.answer))")
         app.save("app.psgi", psgi("r4"))
         let fixed = app.waitFor("r4", within: 5)
         #expect(fixed != nil, "\(app.log)")
@@ -277,7 +277,10 @@ enum WatchTestError: Error { case didNotStart(String) }
         s.write("app.py", py("p1"))
         let app = try WatchedApp(
             s, options: ["--ready", "notify", "--ready-timeout", "6s", "--health", "/"],
-            command: [gunicorn, "--workers", "2", "app:application"])
+            // --preload: the master imports the app before it forks the workers, so every
+            // worker of a generation runs the code of one moment (without it a worker
+            // that boots late imports whatever the file says by then).
+            command: [gunicorn, "--workers", "2", "--preload", "app:application"])
         defer { app.stop() }
         #expect(app.waitFor("p1") != nil, "\(app.log)")
         let load = Load(port: app.port, clients: 8)
@@ -288,7 +291,7 @@ enum WatchTestError: Error { case didNotStart(String) }
         app.save("app.py", py("p3", broken: true))
         #expect(eventually(10) { app.log.contains("✗ generation") }, "\(app.log)")
         #expect(app.spawned == before + 1)
-        #expect(app.answer?.hasPrefix("p2 gen=") == true)
+        #expect(eventually(3) { app.answer?.hasPrefix("p2 gen=") == true }, "answer: \(String(describing: app.answer))")
         app.save("app.py", py("p4"))
         #expect(app.waitFor("p4", within: 8) != nil, "\(app.log)")
         usleep(300_000)
