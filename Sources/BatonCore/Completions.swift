@@ -26,6 +26,21 @@ public enum Completions {
 
     static func options(_ c: CommandSpec) -> [OptionSpec] { c.options.filter { !$0.hidden } }
 
+    /// What an option's value completes with, whatever the shell.
+    enum Values {
+        case words([String]), files, directories, anything
+    }
+
+    static func values(_ o: OptionSpec) -> Values {
+        if !o.choices.isEmpty { return .words(o.choices) }
+        switch o.completes {
+        case .file: return .files
+        case .directory: return .directories
+        case .signal: return .words(signals)
+        case .anything: return .anything
+        }
+    }
+
     static func identifier(_ program: String) -> String {
         String(program.map { $0.isLetter || $0.isNumber ? $0 : "_" })
     }
@@ -77,11 +92,10 @@ public enum Completions {
     }
 
     static func bashValue(_ o: OptionSpec) -> String {
-        if !o.choices.isEmpty { return "COMPREPLY=($(compgen -W \"\(o.choices.joined(separator: " "))\" -- \"$cur\"))" }
-        switch o.completes {
-        case .file: return "COMPREPLY=($(compgen -f -- \"$cur\"))"
-        case .directory: return "COMPREPLY=($(compgen -d -- \"$cur\"))"
-        case .signal: return "COMPREPLY=($(compgen -W \"\(signals.joined(separator: " "))\" -- \"$cur\"))"
+        switch values(o) {
+        case .words(let words): return "COMPREPLY=($(compgen -W \"\(words.joined(separator: " "))\" -- \"$cur\"))"
+        case .files: return "COMPREPLY=($(compgen -f -- \"$cur\"))"
+        case .directories: return "COMPREPLY=($(compgen -d -- \"$cur\"))"
         case .anything: return "COMPREPLY=()"
         }
     }
@@ -137,25 +151,16 @@ public enum Completions {
     }
 
     static func zshValue(_ o: OptionSpec) -> String {
-        if !o.choices.isEmpty { return "(\(o.choices.joined(separator: " ")))" }
-        switch o.completes {
-        case .file: return "_files"
-        case .directory: return "_files -/"
-        case .signal: return "(\(signals.joined(separator: " ")))"
+        switch values(o) {
+        case .words(let words): return "(\(words.joined(separator: " ")))"
+        case .files: return "_files"
+        case .directories: return "_files -/"
         case .anything: return " "
         }
     }
 
     static func zshQuote(_ text: String) -> String {
-        var out = ""
-        for ch in text {
-            switch ch {
-            case "'": out += "'\\''"
-            case "[", "]", ":": out += "\\" + String(ch)
-            default: out.append(ch)
-            }
-        }
-        return out
+        text.escaping(["'": "'\\''", "[": "\\[", "]": "\\]", ":": "\\:"])
     }
 
     // MARK: - fish
@@ -177,15 +182,11 @@ public enum Completions {
                 if let s = o.short { line += " -s \(s)" }
                 if o.takesValue {
                     line += " -r"
-                    if !o.choices.isEmpty {
-                        line += " -f -a \(fishQuote(o.choices.joined(separator: " ")))"
-                    } else {
-                        switch o.completes {
-                        case .file: line += " -F"
-                        case .directory: line += " -f -a '(__fish_complete_directories)'"
-                        case .signal: line += " -f -a \(fishQuote(signals.joined(separator: " ")))"
-                        case .anything: line += " -f"
-                        }
+                    switch values(o) {
+                    case .words(let words): line += " -f -a \(fishQuote(words.joined(separator: " ")))"
+                    case .files: line += " -F"
+                    case .directories: line += " -f -a '(__fish_complete_directories)'"
+                    case .anything: line += " -f"
                     }
                 }
                 out.append(line + " -d \(fishQuote(o.help))")
@@ -198,15 +199,5 @@ public enum Completions {
         return out.joined(separator: "\n") + "\n"
     }
 
-    static func fishQuote(_ text: String) -> String {
-        var out = "'"
-        for ch in text {
-            switch ch {
-            case "'": out += "\\'"
-            case "\\": out += "\\\\"
-            default: out.append(ch)
-            }
-        }
-        return out + "'"
-    }
+    static func fishQuote(_ text: String) -> String { "'" + text.escaping(["'": "\\'", "\\": "\\\\"]) + "'" }
 }

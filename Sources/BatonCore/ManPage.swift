@@ -120,30 +120,25 @@ public enum ManPage {
 
     /// Text safe in roff: backslashes and hyphens escaped, no line starting with a control character.
     public static func escape(_ text: String) -> String {
-        var out = ""
-        for ch in text {
-            switch ch {
-            case "\\": out += "\\e"
-            case "-": out += "\\-"
-            default: out.append(ch)
-            }
-        }
+        let out = text.escaping(["\\": "\\e", "-": "\\-"])
         return out.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             line.first == "." || line.first == "'" ? "\\&" + line : String(line)
         }.joined(separator: "\n")
     }
 
-    static func quote(_ text: String) -> String { "\"" + escape(text).replacingAll("\"", with: "\\(dq") + "\"" }
+    static func quote(_ text: String) -> String { "\"" + escape(text).escaping(["\"": "\\(dq"]) + "\"" }
 }
 
 extension String {
     /// This string without `prefix` at its start, if it starts with it.
     func replacing(prefix: String) -> String { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : self }
 
-    /// Every `target` replaced by `replacement` (no Foundation).
-    func replacingAll(_ target: Character, with replacement: String) -> String {
+    /// Each character that `replacements` names replaced by its text (no Foundation).
+    func escaping(_ replacements: [Character: String]) -> String {
         var out = ""
-        for ch in self { if ch == target { out += replacement } else { out.append(ch) } }
+        for ch in self {
+            if let r = replacements[ch] { out += r } else { out.append(ch) }
+        }
         return out
     }
 }
