@@ -41,122 +41,142 @@ public enum Completions {
         }
     }
 
+    /// The words a command takes after its options (`help COMMAND`,
+    /// `completions SHELL`), with what zsh calls them; nil for the rest.
+    static func operands(_ c: CommandSpec, _ commands: [CommandSpec]) -> (label: String, words: [String])? {
+        switch c.name {
+        case "help": return ("command", commands.map(\.name))
+        case "completions": return ("shell", Shell.allCases.map(\.rawValue))
+        default: return nil
+        }
+    }
+
     static func identifier(_ program: String) -> String {
         String(program.map { $0.isLetter || $0.isNumber ? $0 : "_" })
     }
 
+    /// How a shell completes an option's value, for each kind of ``Values``.
+    struct ValueSyntax: Sendable {
+        var words: @Sendable (String) -> String
+        var files: String
+        var directories: String
+        var anything: String
+
+        func render(_ o: OptionSpec) -> String {
+            switch values(o) {
+            case .words(let words): return self.words(words.joined(separator: " "))
+            case .files: return files
+            case .directories: return directories
+            case .anything: return anything
+            }
+        }
+    }
+
     // MARK: - bash
+
+    static let bashValues = ValueSyntax(
+        words: { "COMPREPLY=($(compgen -W \"\($0)\" -- \"$cur\"))" }, files: "COMPREPLY=($(compgen -f -- \"$cur\"))",
+        directories: "COMPREPLY=($(compgen -d -- \"$cur\"))", anything: "COMPREPLY=()")
 
     static func bash(_ program: String, _ commands: [CommandSpec]) -> String {
         let f = "_\(identifier(program))"
-        let isSingle = single(program, commands)
-        var out = ["# bash completion for \(program), generated from its command table", "\(f)() {"]
-        out.append("    local cur prev command i")
-        out.append("    cur=\"${COMP_WORDS[COMP_CWORD]}\"")
-        out.append("    prev=\"${COMP_WORDS[COMP_CWORD-1]}\"")
-        if isSingle {
-            out.append("    command=\(program)")
+        var out = """
+            # bash completion for \(program), generated from its command table
+            \(f)() {
+                local cur prev command i
+                cur="${COMP_WORDS[COMP_CWORD]}"
+                prev="${COMP_WORDS[COMP_CWORD-1]}"
+
+            """
+        if single(program, commands) {
+            out += "    command=\(program)\n"
         } else {
-            out.append("    command=")
-            out.append("    for ((i = 1; i < COMP_CWORD; i++)); do")
-            out.append("        case \"${COMP_WORDS[i]}\" in")
-            out.append("            --) return 0 ;;")
-            out.append("            -*) ;;")
-            out.append("            *) command=\"${COMP_WORDS[i]}\"; break ;;")
-            out.append("        esac")
-            out.append("    done")
-            out.append("    if [[ -z $command ]]; then")
-            out.append("        COMPREPLY=($(compgen -W \"\(commands.map(\.name).joined(separator: " ")) --help --version\" -- \"$cur\"))")
-            out.append("        return 0")
-            out.append("    fi")
+            out += """
+                    command=
+                    for ((i = 1; i < COMP_CWORD; i++)); do
+                        case "${COMP_WORDS[i]}" in
+                            --) return 0 ;;
+                            -*) ;;
+                            *) command="${COMP_WORDS[i]}"; break ;;
+                        esac
+                    done
+                    if [[ -z $command ]]; then
+                        COMPREPLY=($(compgen -W "\(commands.map(\.name).joined(separator: " ")) --help --version" -- "$cur"))
+                        return 0
+                    fi
+
+                """
         }
-        out.append("    case \"$command\" in")
+        out += "    case \"$command\" in\n"
         for c in commands {
-            out.append("        \(c.name))")
-            out.append("            case \"$prev\" in")
+            out += "        \(c.name))\n            case \"$prev\" in\n"
             for o in options(c) where o.takesValue {
                 let names = ["--\(o.name)"] + (o.short.map { ["-\($0)"] } ?? [])
-                out.append("                \(names.joined(separator: "|"))) \(bashValue(o)); return 0 ;;")
+                out += "                \(names.joined(separator: "|"))) \(bashValues.render(o)); return 0 ;;\n"
             }
-            out.append("            esac")
-            var words = options(c).map { "--\($0.name)" }
-            if c.name == "help" { words += commands.map(\.name) }
-            if c.name == "completions" { words += Shell.allCases.map(\.rawValue) }
-            out.append("            COMPREPLY=($(compgen -W \"\(words.joined(separator: " "))\" -- \"$cur\"))")
-            out.append("            ;;")
-        }
-        out.append("    esac")
-        out.append("}")
-        out.append("complete -F \(f) \(program)")
-        return out.joined(separator: "\n") + "\n"
-    }
+            let words = options(c).map { "--\($0.name)" } + (operands(c, commands)?.words ?? [])
+            out += """
+                            esac
+                            COMPREPLY=($(compgen -W "\(words.joined(separator: " "))" -- "$cur"))
+                            ;;
 
-    static func bashValue(_ o: OptionSpec) -> String {
-        switch values(o) {
-        case .words(let words): return "COMPREPLY=($(compgen -W \"\(words.joined(separator: " "))\" -- \"$cur\"))"
-        case .files: return "COMPREPLY=($(compgen -f -- \"$cur\"))"
-        case .directories: return "COMPREPLY=($(compgen -d -- \"$cur\"))"
-        case .anything: return "COMPREPLY=()"
+                """
         }
+        return out + "    esac\n}\ncomplete -F \(f) \(program)\n"
     }
 
     // MARK: - zsh
 
+    static let zshValues = ValueSyntax(
+        words: { "(\($0))" }, files: "_files", directories: "_files -/", anything: " ")
+
     static func zsh(_ program: String, _ commands: [CommandSpec]) -> String {
         let f = "_\(identifier(program))"
-        var out = ["#compdef \(program)", "# zsh completion for \(program), generated from its command table", ""]
-        func arguments(_ c: CommandSpec) -> [String] {
+        var out = "#compdef \(program)\n# zsh completion for \(program), generated from its command table\n\n"
+        func arguments(_ c: CommandSpec, indent: String) -> String {
             options(c).map { o in
                 var spec = "[\(zshQuote(o.help))]"
-                if o.takesValue { spec += ":\(zshQuote(o.valueName ?? "value")):\(zshValue(o))" }
-                if let s = o.short { return "'(-\(s) --\(o.name))'{-\(s),--\(o.name)}'\(spec)'" }
-                return "'--\(o.name)\(spec)'"
-            }
+                if o.takesValue { spec += ":\(zshQuote(o.valueName ?? "value")):\(zshValues.render(o))" }
+                if let s = o.short { return "\(indent)'(-\(s) --\(o.name))'{-\(s),--\(o.name)}'\(spec)' \\\n" }
+                return "\(indent)'--\(o.name)\(spec)' \\\n"
+            }.joined()
         }
         if single(program, commands) {
-            out.append("_arguments -s \\")
-            out += arguments(commands[0]).map { "    \($0) \\" }
-            out.append("    '*::command:_normal'")
-            return out.joined(separator: "\n") + "\n"
+            return out + "_arguments -s \\\n" + arguments(commands[0], indent: "    ") + "    '*::command:_normal'\n"
         }
-        out.append("\(f)() {")
-        out.append("    local line state")
-        out.append("    _arguments -C '1: :->command' '*:: :->option' && return")
-        out.append("    case $state in")
-        out.append("        command)")
-        out.append("            local -a commands")
-        out.append("            commands=(")
-        for c in commands { out.append("                '\(c.name):\(zshQuote(c.abstract))'") }
-        out.append("            )")
-        out.append("            _describe command commands")
-        out.append("            ;;")
-        out.append("        option)")
-        out.append("            case $line[1] in")
-        for c in commands {
-            out.append("                \(c.name))")
-            var extra = "'*::command:_normal'"
-            if c.name == "help" { extra = "'1:command:(\(commands.map(\.name).joined(separator: " ")))'" }
-            if c.name == "completions" { extra = "'1:shell:(\(Shell.allCases.map(\.rawValue).joined(separator: " ")))'" }
-            out.append("                    _arguments \\")
-            out += arguments(c).map { "                        \($0) \\" }
-            out.append("                        \(extra)")
-            out.append("                    ;;")
-        }
-        out.append("            esac")
-        out.append("            ;;")
-        out.append("    esac")
-        out.append("}")
-        out.append("\(f) \"$@\"")
-        return out.joined(separator: "\n") + "\n"
-    }
+        out += """
+            \(f)() {
+                local line state
+                _arguments -C '1: :->command' '*:: :->option' && return
+                case $state in
+                    command)
+                        local -a commands
+                        commands=(
 
-    static func zshValue(_ o: OptionSpec) -> String {
-        switch values(o) {
-        case .words(let words): return "(\(words.joined(separator: " ")))"
-        case .files: return "_files"
-        case .directories: return "_files -/"
-        case .anything: return " "
+            """
+        for c in commands { out += "                '\(c.name):\(zshQuote(c.abstract))'\n" }
+        out += """
+                        )
+                        _describe command commands
+                        ;;
+                    option)
+                        case $line[1] in
+
+            """
+        for c in commands {
+            let extra = operands(c, commands).map { "'1:\($0.label):(\($0.words.joined(separator: " ")))'" } ?? "'*::command:_normal'"
+            out += "                \(c.name))\n                    _arguments \\\n"
+            out += arguments(c, indent: "                        ")
+            out += "                        \(extra)\n                    ;;\n"
         }
+        return out + """
+                        esac
+                        ;;
+                esac
+            }
+            \(f) "$@"
+
+            """
     }
 
     static func zshQuote(_ text: String) -> String {
@@ -165,10 +185,12 @@ public enum Completions {
 
     // MARK: - fish
 
+    static let fishValues = ValueSyntax(
+        words: { " -f -a \(fishQuote($0))" }, files: " -F", directories: " -f -a '(__fish_complete_directories)'", anything: " -f")
+
     static func fish(_ program: String, _ commands: [CommandSpec]) -> String {
         var out = ["# fish completion for \(program), generated from its command table"]
         let isSingle = single(program, commands)
-        let names = commands.map(\.name).joined(separator: " ")
         if !isSingle {
             out.append("complete -c \(program) -f")
             for c in commands {
@@ -180,20 +202,11 @@ public enum Completions {
             for o in options(c) {
                 var line = "complete -c \(program)\(condition) -l \(o.name)"
                 if let s = o.short { line += " -s \(s)" }
-                if o.takesValue {
-                    line += " -r"
-                    switch values(o) {
-                    case .words(let words): line += " -f -a \(fishQuote(words.joined(separator: " ")))"
-                    case .files: line += " -F"
-                    case .directories: line += " -f -a '(__fish_complete_directories)'"
-                    case .anything: line += " -f"
-                    }
-                }
+                if o.takesValue { line += " -r" + fishValues.render(o) }
                 out.append(line + " -d \(fishQuote(o.help))")
             }
-            if c.name == "help" { out.append("complete -c \(program)\(condition) -a \(fishQuote(names))") }
-            if c.name == "completions" {
-                out.append("complete -c \(program)\(condition) -a \(fishQuote(Shell.allCases.map(\.rawValue).joined(separator: " ")))")
+            if let operands = operands(c, commands) {
+                out.append("complete -c \(program)\(condition) -a \(fishQuote(operands.words.joined(separator: " ")))")
             }
         }
         return out.joined(separator: "\n") + "\n"

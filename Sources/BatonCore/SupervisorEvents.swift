@@ -60,13 +60,6 @@ public struct SocketOpening: Sendable, Equatable {
     public var listener: Int?
     /// The generation it is for.
     public var generation: Int
-
-    /// An opening.
-    public init(id: SocketID, listener: Int?, generation: Int) {
-        self.id = id
-        self.listener = listener
-        self.generation = generation
-    }
 }
 
 /// The final answer to a request, decided by the machine: its code names the exit code.

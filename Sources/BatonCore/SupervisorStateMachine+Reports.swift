@@ -19,15 +19,6 @@ public struct Report: Sendable, Equatable, CustomStringConvertible {
     /// How long the step took, where that means something.
     public var elapsed: Duration?
 
-    /// A report.
-    public init(kind: Kind, generation: Int? = nil, pid: Int32? = nil, message: String, elapsed: Duration? = nil) {
-        self.kind = kind
-        self.generation = generation
-        self.pid = pid
-        self.message = message
-        self.elapsed = elapsed
-    }
-
     public var description: String {
         var prefix = ""
         if let generation { prefix += "gen \(generation) " }

@@ -8,12 +8,6 @@ public enum ServerStarterPort {
         public var key: String
         /// The descriptor part, after the last `=`, as written.
         public var descriptor: String
-
-        /// An entry.
-        public init(key: String, descriptor: String) {
-            self.key = key
-            self.descriptor = descriptor
-        }
     }
 
     /// Why a value could not be split.

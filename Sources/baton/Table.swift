@@ -165,13 +165,17 @@ enum Table {
         "version", abstract: "Print the version.", usage: ["version"], options: [help], exitCodes: [(0, "printed")])
 
     static let completions = CommandSpec(
-        "completions", abstract: "Print a shell completion script for bash, zsh or fish.", usage: ["completions bash|zsh|fish"],
+        "completions", abstract: "Print a shell completion script for bash, zsh or fish.",
+        usage: ["completions bash|zsh|fish [--program baton|start_server]"],
         discussion: """
             bash: baton completions bash > /etc/bash_completion.d/baton (or source it from ~/.bashrc). \
             zsh: baton completions zsh > a directory of $fpath, as _baton. \
-            fish: baton completions fish > ~/.config/fish/completions/baton.fish.
+            fish: baton completions fish > ~/.config/fish/completions/baton.fish. \
+            --program start_server prints the script for start_server's options instead.
             """,
-        options: [help], exitCodes: [(0, "printed"), (2, "no such shell")], positional: "SHELL")
+        options: [
+            OptionSpec("program", value: "NAME", "the program to complete (default baton)", choices: ["baton", "start_server"]), help,
+        ], exitCodes: [(0, "printed"), (2, "no such shell")], positional: "SHELL")
 
     static let man = CommandSpec(
         "man", abstract: "Print a manual page in roff: baton(1), or start_server(1).", usage: ["man [baton|start_server]"],

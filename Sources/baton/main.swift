@@ -36,7 +36,15 @@ func completionsCommand(_ args: [String]) throws(BatonError) -> Int32 {
     guard let name = o.positional, let shell = Completions.Shell(rawValue: name) else {
         throw BatonError(.usage, "completions: give a shell: \(names.joined(separator: ", ")) (for example 'baton completions bash')")
     }
-    Sys.writeAll(1, Completions.script(shell, program: "baton", commands: Table.commands).utf8)
+    let program = o.last("program") ?? "baton"
+    guard ["baton", "start_server"].contains(program) else {
+        throw BatonError(.usage, "completions: --program takes baton or start_server, not '\(program)'")
+    }
+    let script =
+        program == "start_server"
+        ? Completions.script(shell, program: "start_server", commands: [StartServerTable.command])
+        : Completions.script(shell, program: "baton", commands: Table.commands)
+    Sys.writeAll(1, script.utf8)
     return 0
 }
 

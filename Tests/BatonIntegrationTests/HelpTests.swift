@@ -48,10 +48,9 @@ import Testing
         let page = run(Paths.baton, ["man", "start_server"])
         #expect(page.status == 0)
         let help = run(Paths.startServer, ["--help"]).output
-        for line in page.output.split(separator: "\n") where line.hasPrefix("\\fB\\-\\-") {
-            let name = line.dropFirst("\\fB\\-\\-".count).prefix { $0 != "\\" }.replacingOccurrences(of: "\\-", with: "-")
-            #expect(help.contains("--\(name)"), "start_server --help lacks --\(name)")
-        }
+        let options = startServerOptions()
+        #expect(options.count > 20, "\(options)")
+        for option in options { #expect(help.contains(option), "start_server --help lacks \(option)") }
     }
 
     @Test func theManPagesNameEveryOptionAndRenderWithoutWarnings() throws {
@@ -96,28 +95,48 @@ import Testing
                     #expect(found, "the \(shell) completions lack \(option) of \(command)")
                 }
             }
-            // The shell itself reads the script without a syntax error.
+            let starter = run(Paths.baton, ["completions", shell, "--program", "start_server"])
+            #expect(starter.status == 0, "\(starter.output)")
+            for option in startServerOptions() {
+                let found = shell == "fish" ? starter.output.contains("-l \(option.dropFirst(2)) ") : starter.output.contains(option)
+                #expect(found, "the \(shell) completions of start_server lack \(option)")
+            }
+            // The shell itself reads both scripts without a syntax error.
             let tool = Paths.tool(shell)
             if Peers.inCI { try #require(tool != nil, "\(shell) is missing (installed by .ci/run)") }
             if let tool {
-                let file = scratch.file("completion.\(shell)")
-                try r.output.write(toFile: file, atomically: true, encoding: .utf8)
-                let checked = run(tool, ["-n", file])
-                #expect(checked.status == 0, "\(shell) -n: \(checked.output)")
+                for (name, script) in [("baton", r.output), ("start_server", starter.output)] {
+                    let file = scratch.file("\(name).\(shell)")
+                    try script.write(toFile: file, atomically: true, encoding: .utf8)
+                    let checked = run(tool, ["-n", file])
+                    #expect(checked.status == 0, "\(shell) -n on \(name)'s: \(checked.output)")
+                }
             }
         }
         #expect(run(Paths.baton, ["completions", "tcsh"]).status == 2)
+        #expect(run(Paths.baton, ["completions", "bash", "--program", "nginx"]).status == 2)
+    }
+
+    /// The long options start_server(1) lists, from its roff.
+    func startServerOptions() -> [String] {
+        run(Paths.baton, ["man", "start_server"]).output.split(separator: "\n").filter { $0.hasPrefix("\\fB\\-\\-") }.map {
+            "--" + $0.dropFirst("\\fB\\-\\-".count).prefix { $0 != "\\" }.replacingOccurrences(of: "\\-", with: "-")
+        }
     }
 
     /// bash completes what a user types: commands, options, values.
     @Test func bashCompletesCommandsOptionsAndValues() throws {
         let bash = try #require(Paths.tool("bash"), "bash is missing")
         let scratch = Scratch()
-        let script = scratch.file("baton.bash")
-        try run(Paths.baton, ["completions", "bash"]).output.write(toFile: script, atomically: true, encoding: .utf8)
+        for program in ["baton", "start_server"] {
+            try run(Paths.baton, ["completions", "bash", "--program", program]).output.write(
+                toFile: scratch.file("\(program).bash"), atomically: true, encoding: .utf8)
+        }
+        /// What bash offers for the last word, with the script of the program `words[0]`.
         func complete(_ words: [String]) -> [String] {
             let quoted = words.map { "'\($0)'" }.joined(separator: " ")
-            let program = ". \(script); COMP_WORDS=(\(quoted)); COMP_CWORD=\(words.count - 1); _baton; printf '%s\\n' \"${COMPREPLY[@]}\""
+            let program =
+                ". \(scratch.file("\(words[0]).bash")); COMP_WORDS=(\(quoted)); COMP_CWORD=\(words.count - 1); _\(words[0]); printf '%s\\n' \"${COMPREPLY[@]}\""
             return run(bash, ["-c", program]).output.split(separator: "\n").map(String.init).sorted()
         }
         #expect(complete(["baton", "rest"]) == ["restart"])
@@ -126,5 +145,8 @@ import Testing
         #expect(complete(["baton", "start", "--signal-on-hup", "QU"]) == ["QUIT"])
         #expect(complete(["baton", "help", "dep"]) == ["deploy"])
         #expect(complete(["baton", "completions", "f"]) == ["fish"])
+        #expect(complete(["baton", "completions", "bash", "--program", ""]) == ["baton", "start_server"])
+        #expect(complete(["start_server", "--signal-on-te"]) == ["--signal-on-term"])
+        #expect(complete(["start_server", "--listen-mode", "sh"]) == ["shared"])
     }
 }

@@ -234,30 +234,9 @@ enum WatchTestError: Error { case didNotStart(String) }
 
             """
         }
-        s.write("app.psgi", psgi("r1"))
-        let app = try WatchedApp(
-            s, options: ["--signal-on-hup", "QUIT"], command: [starman, "--workers", "2", "--preload-app", "app.psgi"])
-        defer { app.stop() }
-        #expect(app.waitFor("r1") != nil, "answer: \(String(describing: app.answer))")
-        let load = Load(port: app.port, clients: 8)
-        app.save("app.psgi", psgi("r2"))
-        let live = app.waitFor("r2", within: 5)
-        #expect(live != nil, "\(app.log)")
-        let before = app.spawned
-        app.save("app.psgi", psgi("r3", broken: true))
-        #expect(eventually(8) { app.log.contains("✗ generation") }, "\(app.log)")
-        usleep(1_000_000)
-        #expect(app.spawned == before + 1, "the broken save was started once")
-        #expect(eventually(3) { app.answer?.hasPrefix("r2 gen=") == true }, "answer: \(String(describing: app.answer))")
-        app.save("app.psgi", psgi("r4"))
-        let fixed = app.waitFor("r4", within: 5)
-        #expect(fixed != nil, "\(app.log)")
-        usleep(300_000)
-        let stats = load.stop()
-        #expect(stats.failed == 0, "\(stats.errors)")
-        print(
-            "watch (Starman --preload-app): save live after \(Int((live ?? -1) * 1000)) ms, fix live after \(Int((fixed ?? -1) * 1000)) ms; "
-                + "\(stats.ok) requests, \(stats.failed) failed")
+        try saveBreakFix(
+            s, file: "app.psgi", source: psgi, options: ["--signal-on-hup", "QUIT"], within: 5,
+            command: [starman, "--workers", "2", "--preload-app", "app.psgi"], label: "Starman --preload-app")
     }
 
     /// gunicorn: a save to app.py goes live; an import error is refused by the probe.
@@ -274,29 +253,48 @@ enum WatchTestError: Error { case didNotStart(String) }
 
                 """
         }
-        s.write("app.py", py("p1"))
-        let app = try WatchedApp(
-            s, options: ["--ready", "notify", "--ready-timeout", "6s", "--health", "/"],
-            // --preload: the master imports the app before it forks the workers, so every
-            // worker of a generation runs the code of one moment (without it a worker
-            // that boots late imports whatever the file says by then).
-            command: [gunicorn, "--workers", "2", "--preload", "app:application"])
+        // --preload: the master imports the app before it forks the workers, so every
+        // worker of a generation runs the code of one moment (without it a worker
+        // that boots late imports whatever the file says by then).
+        try saveBreakFix(
+            s, file: "app.py", source: py, options: ["--ready", "notify", "--ready-timeout", "6s", "--health", "/"], within: 8,
+            command: [gunicorn, "--workers", "2", "--preload", "app:application"], label: "gunicorn")
+    }
+
+    /// A real app server under `--watch` and load: version 1 serves, a save
+    /// of version 2 goes live, a broken version 3 is started once and refused
+    /// while 2 keeps serving, and the fix (version 4) goes live. `source(v,
+    /// broken)` is the app file answering `v gen=...`; `within` bounds each
+    /// save's wait, generous for the slower server.
+    func saveBreakFix(
+        _ s: Scratch, file: String, source: (String, Bool) -> String, options: [String], within: Double, command: [String],
+        label: String
+    ) throws {
+        let tag = "v"
+        s.write(file, source("\(tag)1", false))
+        let app = try WatchedApp(s, options: options, command: command)
         defer { app.stop() }
-        #expect(app.waitFor("p1") != nil, "\(app.log)")
+        #expect(app.waitFor("\(tag)1") != nil, "answer: \(String(describing: app.answer)); \(app.log)")
         let load = Load(port: app.port, clients: 8)
-        app.save("app.py", py("p2"))
-        let live = app.waitFor("p2", within: 8)
+        app.save(file, source("\(tag)2", false))
+        let live = app.waitFor("\(tag)2", within: within)
         #expect(live != nil, "\(app.log)")
         let before = app.spawned
-        app.save("app.py", py("p3", broken: true))
-        #expect(eventually(10) { app.log.contains("✗ generation") }, "\(app.log)")
-        #expect(app.spawned == before + 1)
-        #expect(eventually(3) { app.answer?.hasPrefix("p2 gen=") == true }, "answer: \(String(describing: app.answer))")
-        app.save("app.py", py("p4"))
-        #expect(app.waitFor("p4", within: 8) != nil, "\(app.log)")
+        app.save(file, source("\(tag)3", true))
+        #expect(eventually(within + 3) { app.log.contains("✗ generation") }, "\(app.log)")
+        usleep(1_000_000)
+        #expect(app.spawned == before + 1, "the broken save was started once")
+        #expect(eventually(3) { app.answer?.hasPrefix("\(tag)2 gen=") == true }, "answer: \(String(describing: app.answer))")
+        app.save(file, source("\(tag)4", false))
+        let fixed = app.waitFor("\(tag)4", within: within)
+        #expect(fixed != nil, "\(app.log)")
+        let fixLive = Date()
         usleep(300_000)
         let stats = load.stop()
         #expect(stats.failed == 0, "\(stats.errors)")
-        print("watch (gunicorn): save live after \(Int((live ?? -1) * 1000)) ms; \(stats.ok) requests, \(stats.failed) failed")
+        #expect((stats.lastSuccess ?? .distantPast) > fixLive, "the load ended before the fix went live")
+        print(
+            "watch (\(label)): save live after \(Int((live ?? -1) * 1000)) ms, fix live after \(Int((fixed ?? -1) * 1000)) ms; "
+                + "\(stats.ok) requests, \(stats.failed) failed")
     }
 }
