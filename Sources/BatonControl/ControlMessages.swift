@@ -86,18 +86,28 @@ public struct ControlProgress: Sendable, Equatable {
     public var message: String
     /// How long the step took, in milliseconds.
     public var elapsedMilliseconds: Int64?
+}
 
-    /// A progress line.
-    public init(kind: String, generation: Int?, pid: Int32?, message: String, elapsedMilliseconds: Int64? = nil) {
-        self.kind = kind
-        self.generation = generation
-        self.pid = pid
-        self.message = message
-        self.elapsedMilliseconds = elapsedMilliseconds
+// In an extension, so that the memberwise initialiser (the decoder's) stays.
+extension ControlProgress {
+    /// A line about no generation in particular.
+    public init(kind: String, message: String) {
+        self.init(kind: kind, generation: nil, pid: nil, message: message, elapsedMilliseconds: nil)
+    }
+
+    /// The wire form of one of the machine's reports.
+    public init(_ report: Report) {
+        self.init(
+            kind: report.kind.rawValue, generation: report.generation, pid: report.pid, message: report.message,
+            elapsedMilliseconds: report.elapsed?.milliseconds)
     }
 }
 
 /// The final answer to a request.
+///
+/// The wire form of the machine's ``BatonCore/Answer``, with the same fields
+/// on purpose: the protocol keeps its own names and units (milliseconds) so
+/// that the machine's types can change without changing what clients read.
 public struct ControlResult: Sendable, Equatable {
     /// nil on success; else what failed, which names the exit code.
     public var code: BatonError.Code?
@@ -133,6 +143,16 @@ public struct ControlResult: Sendable, Equatable {
         self.init(error.code, error.message)
     }
 
+    /// The wire form of the machine's answer to a request (what it retired,
+    /// only once a restart succeeded).
+    public init(_ answer: Answer) {
+        self.init(answer.code, answer.message)
+        generation = answer.generation
+        pid = answer.pid
+        readyMilliseconds = answer.readyAfter?.milliseconds
+        if answer.code == nil, answer.readyAfter != nil { retired = answer.retired }
+    }
+
     /// True on success.
     public var ok: Bool { code == nil }
     /// The exit code a command answering with this result returns.
@@ -140,6 +160,9 @@ public struct ControlResult: Sendable, Equatable {
 }
 
 /// A supervisor's answer to `status`.
+///
+/// Swift makes memberwise initialisers internal only; the nested types'
+/// public ones are spelled out, one field a line, so they look alike.
 public struct ControlStatus: Sendable, Equatable {
     /// One listening address.
     public struct Listener: Sendable, Equatable {

@@ -3,6 +3,7 @@
 public struct BatonError: Error, CustomStringConvertible, Sendable {
     /// What kind of failure this is; each code has one documented exit code
     /// (docs/EXIT-CODES.md).
+    /// The codes below are a table, one line each, so they look alike.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         /// A stable, machine-readable name (used in `--json` output).
         public let name: String
@@ -62,7 +63,8 @@ public struct BatonError: Error, CustomStringConvertible, Sendable {
     /// The errno of the failed system call, if any.
     public var errno: Int32?
 
-    /// Creates an error.
+    /// Creates an error. (BatonListen's `ListenError` has the same shape on
+    /// purpose: the app-side library depends on nothing of the supervisor's.)
     public init(_ code: Code, _ message: String, errno: Int32? = nil) {
         self.code = code
         self.message = message

@@ -79,7 +79,9 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         /// Whether to send `READY=1` and `STOPPING=1` to `NOTIFY_SOCKET`.
         public var notifiesSupervisor: Bool
 
-        /// Creates a configuration.
+        /// Creates a configuration. The last three settings repeat
+        /// ``ListenerServer/Configuration``'s on purpose: an app sets
+        /// everything in one place, as with Hummingbird's `Application`.
         /// - Parameters:
         ///   - fallbackAddress: The address to bind when nothing was inherited.
         ///   - fallbackBacklog: The fallback socket's accept-queue limit.

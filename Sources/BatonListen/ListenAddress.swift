@@ -28,11 +28,7 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
             self = .unix(path: path)
             return
         }
-        if text.contains("/") {
-            self = .unix(path: text)
-            return
-        }
-        switch Self.parseInet(text, allowUnbracketedIPv6: false) {
+        switch text.contains("/") ? .address(.unix(path: text)) : Self.parseInet(text, allowUnbracketedIPv6: false) {
         case .address(let address):
             self = address
         case .invalid(let reason):
@@ -55,11 +51,10 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
         guard !key.isEmpty else {
             throw ListenError(.malformedServerStarterPort, "SERVER_STARTER_PORT has an entry with an empty address")
         }
-        if key.contains("/") {
+        // Anything with a slash, or that is not PORT or HOST:PORT, names a unix socket.
+        switch key.contains("/") ? .notInet : Self.parseInet(key, allowUnbracketedIPv6: true) {
+        case .notInet:
             self = .unix(path: key)
-            return
-        }
-        switch Self.parseInet(key, allowUnbracketedIPv6: true) {
         case .address(let address):
             self = address
         case .invalid(let reason):
@@ -67,8 +62,6 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
                 .malformedServerStarterPort,
                 "SERVER_STARTER_PORT has an entry with the address \"\(key)\", which is not valid: \(reason)"
             )
-        case .notInet:
-            self = .unix(path: key)
         }
     }
 

@@ -45,26 +45,6 @@ public struct Listener: Sendable, Hashable, CustomStringConvertible {
     /// it back.
     public let backlog: Int32?
 
-    init(
-        descriptor: Int32,
-        family: Family,
-        origin: Origin,
-        name: String?,
-        declaredAddress: ListenAddress?,
-        localAddress: String,
-        port: Int?,
-        backlog: Int32?
-    ) {
-        self.descriptor = descriptor
-        self.family = family
-        self.origin = origin
-        self.name = name
-        self.declaredAddress = declaredAddress
-        self.localAddress = localAddress
-        self.port = port
-        self.backlog = backlog
-    }
-
     /// E.g. `127.0.0.1:8080 (inherited fd 3 "http")`.
     public var description: String {
         var text = "\(self.localAddress) (\(self.origin.rawValue) fd \(self.descriptor)"

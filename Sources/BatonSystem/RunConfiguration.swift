@@ -9,6 +9,26 @@ public enum ListenMode: String, Sendable, Equatable, CaseIterable {
     case steered
     /// One socket for every generation, as Server::Starter does.
     case shared
+
+    /// The value of `--listen-mode`, or a usage error naming the choices.
+    public init(option value: String) throws(BatonError) {
+        guard let mode = ListenMode(rawValue: value) else {
+            throw BatonError(.usage, "--listen-mode '\(value)': expected steered or shared")
+        }
+        self = mode
+    }
+
+    /// `--listen-mode`, `--handshake-window` and their older spellings
+    /// (`--handover`, `--handover-delay`), declared once for baton and
+    /// start_server; the help texts say what each calls its processes.
+    public static func optionSpecs(group: String, modeHelp: String, windowHelp: String) -> [OptionSpec] {
+        [
+            OptionSpec("listen-mode", value: "MODE", modeHelp, group: group, choices: allCases.map(\.rawValue)),
+            OptionSpec("handover", "a spelling of --listen-mode steered, the default since 0.3", group: group, hidden: true),
+            OptionSpec("handshake-window", value: "D", windowHelp, group: group),
+            OptionSpec("handover-delay", value: "D", "a spelling of --handshake-window", group: group, hidden: true),
+        ]
+    }
 }
 
 /// Everything `baton run` (and `start_server`) needs to supervise an app.

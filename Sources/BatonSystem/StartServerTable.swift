@@ -2,6 +2,11 @@ import BatonCore
 
 /// The options of `start_server`, declared once: its parser, man page and
 /// completions are made from this table (its `--help` keeps Server::Starter's layout).
+///
+/// Many names match `baton run`'s, but not their wording or units
+/// (Server::Starter's seconds, its help), so this table is its own; the
+/// listen-mode options, which mean the same in both, come from
+/// ``ListenMode/optionSpecs(group:modeHelp:windowHelp:)``.
 public enum StartServerTable {
     /// The Server::Starter release whose behaviour start_server follows.
     public static let compatibleVersion = "0.35"
@@ -40,30 +45,30 @@ public enum StartServerTable {
     ]
 
     /// Baton's additions.
-    public static let baton: [OptionSpec] = [
-        OptionSpec(
-            "drain-timeout", value: "D", "SIGKILL old servers still running D after their signal (default: never)", group: batonGroup),
-        OptionSpec("max-attempts", value: "N", "give up on a new server after N failed starts (default 10)", group: batonGroup),
-        OptionSpec(
-            "listen-mode", value: "MODE",
-            "steered (default): each server gets its own socket, new connections go to the new one and the old one drains before its signal; shared: one socket for all, as Server::Starter",
-            group: batonGroup, choices: ["steered", "shared"]),
-        OptionSpec("handover", "a spelling of --listen-mode steered", group: batonGroup, hidden: true),
-        OptionSpec(
-            "handshake-window", value: "D", "steered: wait for handshakes begun on the old socket (default 200ms)", group: batonGroup),
-        OptionSpec("handover-delay", value: "D", "a spelling of --handshake-window", group: batonGroup, hidden: true),
-        OptionSpec("restart-timeout", value: "D", "how long --restart and --stop wait (default 5m)", group: batonGroup),
-        OptionSpec(
-            "control", value: "PATH", "control socket (default: next to --pid-file); 'baton status' talks to it", group: batonGroup,
-            completes: .file),
-        OptionSpec(
-            "ready", value: "MODE", "readiness: READY=1 on NOTIFY_SOCKET (notify), auto, or alive for a duration (default: --interval)",
-            group: batonGroup),
-        OptionSpec(
-            "upgrade",
-            "re-execute the running start_server in place (--pid-file) with the start_server now on disk: same pid, sockets and servers",
-            group: batonGroup),
-    ]
+    public static let baton: [OptionSpec] =
+        [
+            OptionSpec(
+                "drain-timeout", value: "D", "SIGKILL old servers still running D after their signal (default: never)", group: batonGroup),
+            OptionSpec("max-attempts", value: "N", "give up on a new server after N failed starts (default 10)", group: batonGroup),
+        ]
+        + ListenMode.optionSpecs(
+            group: batonGroup,
+            modeHelp:
+                "steered (default): each server gets its own socket, new connections go to the new one and the old one drains before its signal; shared: one socket for all, as Server::Starter",
+            windowHelp: "steered: wait for handshakes begun on the old socket (default 200ms)")
+        + [
+            OptionSpec("restart-timeout", value: "D", "how long --restart and --stop wait (default 5m)", group: batonGroup),
+            OptionSpec(
+                "control", value: "PATH", "control socket (default: next to --pid-file); 'baton status' talks to it", group: batonGroup,
+                completes: .file),
+            OptionSpec(
+                "ready", value: "MODE", "readiness: READY=1 on NOTIFY_SOCKET (notify), auto, or alive for a duration (default: --interval)",
+                group: batonGroup),
+            OptionSpec(
+                "upgrade",
+                "re-execute the running start_server in place (--pid-file) with the start_server now on disk: same pid, sockets and servers",
+                group: batonGroup),
+        ]
 
     /// Options whose value must be an integer.
     public static let integerOptions: Set<String> = ["backlog", "max-attempts"]

@@ -143,9 +143,7 @@ extension Supervisor {
     /// one coming up and the old ones being retired.
     func forward(_ report: Report) {
         guard report.generation != nil else { return }
-        let progress = ControlProgress(
-            kind: report.kind.rawValue, generation: report.generation, pid: report.pid, message: report.message,
-            elapsedMilliseconds: report.elapsed?.milliseconds)
+        let progress = ControlProgress(report)
         for c in Array(connections.values) where c.request != nil { send(c, .progress(progress)) }
         // 'baton start' shows how its first generation comes up.
         if let report = startReport { Sys.writeAll(report.fd, ControlMessage.progress(progress).line.utf8) }
@@ -154,7 +152,7 @@ extension Supervisor {
     /// The machine's answer to request `id`, to whoever asked.
     func send(_ answer: Answer, to id: RequestID) {
         if answeredWatchedRestart(id, answer) { return }
-        let result = Self.result(answer)
+        let result = ControlResult(answer)
         if let report = startReport, report.id == id {
             Sys.writeAll(report.fd, ControlMessage.result(result).line.utf8)
             // On a failure the pipe stays open until the daemon has cleaned up and exits.
@@ -166,15 +164,6 @@ extension Supervisor {
         }
         guard let fd = requestConnections[id], let c = connections[fd] else { return }
         finish(c, result)
-    }
-
-    static func result(_ answer: Answer) -> ControlResult {
-        var r = ControlResult(answer.code, answer.message)
-        r.generation = answer.generation
-        r.pid = answer.pid
-        r.readyMilliseconds = answer.readyAfter?.milliseconds
-        if answer.code == nil, answer.readyAfter != nil { r.retired = answer.retired }
-        return r
     }
 
     /// After the files are gone: the last answers, then everyone else hears the supervisor stopped.

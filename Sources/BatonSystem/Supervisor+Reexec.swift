@@ -24,18 +24,32 @@ struct ListenerChange {
 // what must survive (listeners, notify and control sockets, the pid file's
 // lock, waiting clients) and execs: same pid, so the generations stay its
 // children. The new program (`__takeover`) reads the state back and goes on.
-extension Supervisor {
-    /// The variable naming the descriptor that holds the state.
-    static let stateVariable = "BATON_STATE_FD"
-    /// The variable naming a descriptor of the previous program, to go back to.
-    static let previousProgramVariable = "BATON_PREVIOUS_PROGRAM_FD"
-    /// Set when the previous program runs again because the new one could not take over.
-    static let takeOverErrorVariable = "BATON_TAKEOVER_ERROR"
-    /// Set (by a test's wrapper of the new binary) to make the take-over fail with this message.
-    static let failTakeOverVariable = "BATON_TEST_FAIL_TAKEOVER"
-    /// The state format version the check mode must read.
-    static let stateVersionVariable = "BATON_STATE_VERSION"
 
+/// The variables a re-exec passes between the two programs.
+enum ReexecVariable: String {
+    /// Names the descriptor that holds the state.
+    case state = "BATON_STATE_FD"
+    /// Names a descriptor of the previous program, to go back to.
+    case previousProgram = "BATON_PREVIOUS_PROGRAM_FD"
+    /// Set when the previous program runs again because the new one could not take over.
+    case takeOverError = "BATON_TAKEOVER_ERROR"
+    /// Set (by a test's wrapper of the new binary) to make the take-over fail with this message.
+    case failTakeOver = "BATON_TEST_FAIL_TAKEOVER"
+    /// The state format version the check mode must read.
+    case stateVersion = "BATON_STATE_VERSION"
+
+    /// What one program passes to the next: cleared from an environment before it is set anew.
+    static let passed: Set<String> = Set([state, previousProgram, takeOverError, stateVersion].map(\.rawValue))
+
+    /// Its value in this process's environment.
+    var value: String? { Sys.getenv(rawValue) }
+    /// `NAME=value`, for an environment.
+    func setting(_ value: some CustomStringConvertible) -> String { "\(rawValue)=\(value)" }
+    /// Removes it from this process's environment.
+    func unset() { unsetenv(rawValue) }
+}
+
+extension Supervisor {
     /// The path the running program was started from, as it stands on disk now.
     static func runningBinaryPath() -> String? {
         guard var path = Sys.readLink("/proc/self/exe") else { return nil }
@@ -174,12 +188,10 @@ extension Supervisor {
         for fd in ends { _ = baton_fcntl_setfd(fd, FD_CLOEXEC) }
         let devnull = baton_open("/dev/null", O_RDONLY | O_CLOEXEC, 0)
         defer { if devnull >= 0 { close(devnull) } }
-        let drop: Set<String> = [
-            Daemon.configurationVariable, stateVariable, stateVersionVariable, previousProgramVariable, takeOverErrorVariable,
-        ]
+        let drop = ReexecVariable.passed.union([Daemon.configurationVariable])
         let env =
             Sys.environment().filter { !drop.contains(String($0.prefix { $0 != "=" })) }
-            + ["\(Daemon.configurationVariable)=3", "\(stateVersionVariable)=\(HandOverState.version)"]
+            + ["\(Daemon.configurationVariable)=3", ReexecVariable.stateVersion.setting(HandOverState.version)]
         var pid: pid_t = 0
         let stdio: [Int32] = [devnull, ends[1], ends[1]]
         let fds: [Int32] = [config]
@@ -258,9 +270,11 @@ extension Supervisor {
         let kept = descriptorsToKeep() + added.map(\.fd) + [stateFD] + (previous >= 0 ? [previous] : [])
         for fd in kept { _ = baton_fcntl_setfd(fd, 0) }
 
-        let drop: Set<String> = [Self.stateVariable, Self.previousProgramVariable, Self.takeOverErrorVariable, Self.stateVersionVariable]
-        var env = Sys.environment().filter { !drop.contains(String($0.prefix { $0 != "=" })) } + ["\(Self.stateVariable)=\(stateFD)"]
-        if previous >= 0 { env.append("\(Self.previousProgramVariable)=\(previous)") }
+        var env =
+            Sys.environment().filter { !ReexecVariable.passed.contains(String($0.prefix { $0 != "=" })) } + [
+                ReexecVariable.state.setting(stateFD)
+            ]
+        if previous >= 0 { env.append(ReexecVariable.previousProgram.setting(previous)) }
         let argv0 = CommandLine.arguments.first ?? upgrade.binary
         Log.line("re-executing \(upgrade.binary) in place (pid \(getpid()), \(machine.generations.count) generation(s) kept)")
         let e = withCStrings([argv0, "__takeover"]) { argv in

@@ -84,7 +84,7 @@ extension Daemon {
             Sys.writeAll(2, "\(program) \(batonVersion): \(message)\n".utf8)
             exit(code)
         }
-        let version = Sys.getenv(Supervisor.stateVersionVariable).flatMap { Int($0) }
+        let version = ReexecVariable.stateVersion.value.flatMap { Int($0) }
         guard version == HandOverState.version else {
             fail(
                 "cannot take over: it reads state format version \(HandOverState.version), the running supervisor writes \(version.map(String.init) ?? "none")",
@@ -108,10 +108,10 @@ extension Daemon {
     /// holds on to the sockets and children.
     static func takeOver(program: String) -> Never {
         Log.setProgram(program)
-        let stateFD = Sys.getenv(Supervisor.stateVariable).flatMap { Int32($0) }
-        let previous = Sys.getenv(Supervisor.previousProgramVariable).flatMap { Int32($0) }
-        let earlierError = Sys.getenv(Supervisor.takeOverErrorVariable)
-        for name in [Supervisor.stateVariable, Supervisor.previousProgramVariable, Supervisor.takeOverErrorVariable] { unsetenv(name) }
+        let stateFD = ReexecVariable.state.value.flatMap { Int32($0) }
+        let previous = ReexecVariable.previousProgram.value.flatMap { Int32($0) }
+        let earlierError = ReexecVariable.takeOverError.value
+        for name in ReexecVariable.passed { unsetenv(name) }
         if let previous { _ = baton_fcntl_setfd(previous, FD_CLOEXEC) }
         if let stateFD { _ = baton_fcntl_setfd(stateFD, FD_CLOEXEC) }
 
@@ -122,8 +122,8 @@ extension Daemon {
                 _ = baton_fcntl_setfd(stateFD, 0)
                 let env =
                     Sys.environment() + [
-                        "\(Supervisor.stateVariable)=\(stateFD)",
-                        "\(Supervisor.takeOverErrorVariable)=\(message.split(separator: "\n").joined(separator: " "))",
+                        ReexecVariable.state.setting(stateFD),
+                        ReexecVariable.takeOverError.setting(message.split(separator: "\n").joined(separator: " ")),
                     ]
                 let e = withCStrings([CommandLine.arguments.first ?? program, "__takeover"]) { argv in
                     withCStrings(env) { envp in
@@ -138,12 +138,12 @@ extension Daemon {
         }
 
         guard let stateFD, let bytes = Sys.readAll(stateFD, limit: 64 << 20), let json = JSON(parsing: bytes) else {
-            fallBack("no readable state on \(Supervisor.stateVariable)")
+            fallBack("no readable state on \(ReexecVariable.state.rawValue)")
         }
         // Fault injection for the tests: a take-over that fails after the exec
         // (the kernel offers no way to make a real one fail on demand).
-        if let injected = Sys.getenv(Supervisor.failTakeOverVariable) {
-            unsetenv(Supervisor.failTakeOverVariable)
+        if let injected = ReexecVariable.failTakeOver.value {
+            ReexecVariable.failTakeOver.unset()
             if earlierError == nil { fallBack(injected) }
         }
         do throws(BatonError) {
@@ -246,7 +246,7 @@ extension Supervisor {
             if let fd = requestConnections[id], let c = connections[fd] {
                 let note =
                     "baton \(batonVersion) took over in place (pid \(getpid()), re-exec \(reexecutions)); restarting with the new \(listenersChanged ? "listeners" : "command")"
-                send(c, .progress(ControlProgress(kind: "reexec", generation: nil, pid: nil, message: note)))
+                send(c, .progress(ControlProgress(kind: "reexec", message: note)))
             }
             dispatch(.restartRequested(RestartRequest(id: id)))
             dispatch(.reexecuted)

@@ -53,59 +53,62 @@ enum RunOptions {
         }
     }
 
-    static let specs: [OptionSpec] = [
-        OptionSpec(
-            "listen", value: "ADDR",
-            "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock, udp:127.0.0.1:8125 (shared by every generation)",
-            group: listening),
-        OptionSpec(
-            "listen-mode", value: "MODE",
-            "steered (default): each generation gets its own socket and new connections go to the serving one, so the old one drains before its signal; shared: one socket for all",
-            group: listening, choices: ["steered", "shared"]),
-        OptionSpec("handover", "the default since 0.3 (a spelling of --listen-mode steered)", group: listening, hidden: true),
-        OptionSpec(
-            "handshake-window", value: "D",
-            "steered: after the old generation's queue emptied, wait this long for handshakes begun before the switch (default 200ms; not used with net.ipv4.tcp_migrate_req=1)",
-            group: listening),
-        OptionSpec("handover-delay", value: "D", "a spelling of --handshake-window", group: listening, hidden: true),
-        OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)", group: listening),
-        OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)", group: listening),
-        OptionSpec(
-            "dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)", group: release,
-            completes: .directory),
-        OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn", group: release, completes: .directory),
-        OptionSpec("env", value: "K=V", "set a variable for the app, repeatable", group: release),
-        OptionSpec("user", value: "USER", "run the app as USER (baton must be root)", group: release),
-        OptionSpec("group", value: "GROUP", "run the app with GROUP", group: release),
-        OptionSpec(
-            "status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)", group: release, completes: .file),
-        OptionSpec(
-            "ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)", group: readiness,
-            choices: ["notify", "auto"]),
-        OptionSpec(
-            "settle", value: "D", "a ready generation must stay up this long before it takes over (default 1s)", group: readiness),
-        OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)", group: readiness),
-        OptionSpec(
-            "kill-old-delay", value: "D", "wait this long after the new generation took over before the old one's signal (default 0)",
-            group: retiring),
-        OptionSpec(
-            "drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)",
-            group: retiring),
-        OptionSpec(
-            "signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)", group: retiring,
-            completes: .signal),
-        OptionSpec(
-            "signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)", group: retiring,
-            completes: .signal),
-        OptionSpec(
-            "health", value: "PATH", "probe each new generation with GET PATH over a private listener before it takes over",
-            group: health),
-        OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)", group: health),
-        OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)", group: health),
-        OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204", group: health),
-        OptionSpec("health-every", value: "D", "keep probing the serving generation this often (default: never)", group: health),
-        OptionSpec("health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)", group: health),
-    ]
+    static let specs: [OptionSpec] =
+        [
+            OptionSpec(
+                "listen", value: "ADDR",
+                "address to listen on, repeatable: 8080 (127.0.0.1), 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, unix:/path.sock, udp:127.0.0.1:8125 (shared by every generation)",
+                group: listening)
+        ]
+        + ListenMode.optionSpecs(
+            group: listening,
+            modeHelp:
+                "steered (default): each generation gets its own socket and new connections go to the serving one, so the old one drains before its signal; shared: one socket for all",
+            windowHelp:
+                "steered: after the old generation's queue emptied, wait this long for handshakes begun before the switch (default 200ms; not used with net.ipv4.tcp_migrate_req=1)"
+        )
+        + [
+            OptionSpec("socket-mode", value: "MODE", "mode of unix socket files (default 0660)", group: listening),
+            OptionSpec("backlog", value: "N", "listen backlog (default: the kernel's maximum)", group: listening),
+            OptionSpec(
+                "dir", value: "DIR", "release directory, resolved with realpath at each spawn (default: .)", group: release,
+                completes: .directory),
+            OptionSpec("envdir", value: "DIR", "read one variable per file from DIR at each spawn", group: release, completes: .directory),
+            OptionSpec("env", value: "K=V", "set a variable for the app, repeatable", group: release),
+            OptionSpec("user", value: "USER", "run the app as USER (baton must be root)", group: release),
+            OptionSpec("group", value: "GROUP", "run the app with GROUP", group: release),
+            OptionSpec(
+                "status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)", group: release, completes: .file
+            ),
+            OptionSpec(
+                "ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)",
+                group: readiness,
+                choices: ["notify", "auto"]),
+            OptionSpec(
+                "settle", value: "D", "a ready generation must stay up this long before it takes over (default 1s)", group: readiness),
+            OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)", group: readiness),
+            OptionSpec(
+                "kill-old-delay", value: "D", "wait this long after the new generation took over before the old one's signal (default 0)",
+                group: retiring),
+            OptionSpec(
+                "drain-timeout", value: "D", "SIGKILL an old generation's process group this long after its signal (default 30s)",
+                group: retiring),
+            OptionSpec(
+                "signal-on-hup", value: "SIG", "signal that retires an old generation (default TERM; Starman: QUIT)", group: retiring,
+                completes: .signal),
+            OptionSpec(
+                "signal-on-term", value: "SIG", "signal every generation gets when baton stops (default TERM)", group: retiring,
+                completes: .signal),
+            OptionSpec(
+                "health", value: "PATH", "probe each new generation with GET PATH over a private listener before it takes over",
+                group: health),
+            OptionSpec("health-timeout", value: "D", "one probe's deadline (default 2s)", group: health),
+            OptionSpec("health-interval", value: "D", "wait between probes while a generation comes up (default 200ms)", group: health),
+            OptionSpec("health-status", value: "RANGE", "statuses that pass, such as 200-299 (default) or 204", group: health),
+            OptionSpec("health-every", value: "D", "keep probing the serving generation this often (default: never)", group: health),
+            OptionSpec(
+                "health-failures", value: "N", "failed probes in a row that replace a serving generation (default 3)", group: health),
+        ]
 
     /// Builds a configuration from parsed options: the options given,
     /// over `base` (a running supervisor's configuration, for a deploy: what
@@ -116,12 +119,7 @@ enum RunOptions {
         var c = base
         if o.has("listen") { c.listen = [] }
         for text in o.all("listen") { c.listen.append(ListenSpec(try ListenAddress(parsing: text))) }
-        if let mode = o.last("listen-mode") {
-            guard let m = ListenMode(rawValue: mode) else {
-                throw BatonError(.usage, "--listen-mode '\(mode)': expected steered or shared")
-            }
-            c.listenMode = m
-        }
+        if let mode = o.last("listen-mode") { c.listenMode = try ListenMode(option: mode) }
         if o.has("handover") { c.listenMode = .steered }
         if let v = o.last("socket-mode") { c.socketMode = try OptionParsing.fileMode(v, option: "--socket-mode") }
         if let v = o.last("backlog") { c.backlog = Int32(try OptionParsing.integer(v, option: "--backlog", range: 1...1_000_000)) }

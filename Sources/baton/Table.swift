@@ -1,7 +1,7 @@
 import BatonCore
 
 /// Every command of `baton` and its options: the help, the completions and
-/// the man page are generated from this table.
+/// the man page are generated from this table (so its entries look alike).
 enum Table {
     static let whereGroup = "Which supervisor"
     static let outputGroup = "Output"

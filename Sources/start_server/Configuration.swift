@@ -13,10 +13,8 @@ func configuration() throws(BatonError) -> RunConfiguration {
         c.listen.append(ListenSpec(.unix(path: p), envKey: p))
     }
     c.allowNoListeners = true
-    if let mode = last("listen-mode") {
-        guard let m = ListenMode(rawValue: mode) else { throw BatonError(.usage, "--listen-mode '\(mode)': expected steered or shared") }
-        c.listenMode = m
-    }
+    if let mode = last("listen-mode") { c.listenMode = try ListenMode(option: mode) }
+    if has("handover") { c.listenMode = .steered }
     if let b = last("backlog") { c.backlog = Int32(try OptionParsing.integer(b, option: "--backlog", range: 1...1_000_000)) }
     c.socketMode = 0o777 & ~UInt32(umask(0o022))
     umask(mode_t(0o777 & ~c.socketMode))

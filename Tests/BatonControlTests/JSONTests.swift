@@ -72,7 +72,8 @@ import Testing
     }
 
     @Test func everyMessageRoundTrips() {
-        let progress = ControlProgress(kind: "ready", generation: 2, pid: 1234, message: "ready after 5 ms", elapsedMilliseconds: 5)
+        var progress = ControlProgress(kind: "ready", message: "ready after 5 ms")
+        (progress.generation, progress.pid, progress.elapsedMilliseconds) = (2, 1234, 5)
         var result = ControlResult(nil, "generation 2 (pid 1234) is serving")
         result.generation = 2
         result.pid = 1234

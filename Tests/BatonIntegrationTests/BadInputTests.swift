@@ -55,6 +55,7 @@ extension Reliability {
                     func bad(_ options: [String], _ message: String) -> ([String], String) {
                         (base + l + options + app, message)
                     }
+                    // A table: one bad value a line, with what the error must say.
                     cases += [
                         (base + ["--listen", "99999"] + app, "--listen '99999'"),
                         (base + ["--listen", "localhost:http"] + app, "not a port number"),

@@ -24,6 +24,13 @@ struct Daemon {
         batonCommand(["start"] + where_ + ["--listen", "127.0.0.1:0", "--settle", "0"] + options + ["--", Binaries.testapp] + app, in: s)
     }
 
+    /// Starts it, which must succeed; its port and its supervisor's pid.
+    func started(_ options: [String] = [], app: [String] = ["--notify"]) throws -> (port: UInt16, supervisor: pid_t) {
+        let r = start(options, app: app)
+        try #require(r.code == 0, "\(r.output)")
+        return (try #require(port, "no port in the log"), try #require(supervisorPid, "no pid file"))
+    }
+
     func run(_ command: String, _ options: [String] = []) -> (code: Int32?, output: String, seconds: Double) {
         batonCommand([command] + where_ + options, in: s)
     }
@@ -38,6 +45,24 @@ struct Daemon {
         else { return nil }
         return UInt16(log[range].split(separator: ":").last!)
     }
+}
+
+/// The notify socket of a pretend systemd: baton runs with `environment`
+/// (`NOTIFY_SOCKET` set) and `receive()` returns its next message.
+final class FakeSystemd {
+    let fd: Int32
+    let environment: [String]
+
+    init(_ s: Scratch) throws {
+        let path = s.path + "/notify.sock"
+        fd = try TestSockets.notifyReceiver(name: path)
+        environment = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + ["NOTIFY_SOCKET=\(path)"]
+    }
+
+    deinit { close(fd) }
+
+    /// The next message, waiting up to 10 s ("" if none came).
+    func receive() -> String { ((try? TestSockets.receive(fd, timeoutMilliseconds: 10_000)) ?? nil)?.text ?? "" }
 }
 
 @Suite(.serialized) struct ControlTests {
@@ -247,14 +272,11 @@ struct Daemon {
 
     @Test func systemdHearsReadyReloadingAndStopping() throws {
         let s = Scratch()
-        let path = s.path + "/notify.sock"
-        let fd = try TestSockets.notifyReceiver(name: path)
-        defer { close(fd) }
-        func receive() -> String { ((try? TestSockets.receive(fd, timeoutMilliseconds: 10_000)) ?? nil)?.text ?? "" }
-        let env = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + ["NOTIFY_SOCKET=\(path)"]
+        let systemd = try FakeSystemd(s)
         let b = Child(
             Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify"], log: s.path + "/b.log",
-            env: env, cwd: s.path)
+            env: systemd.environment, cwd: s.path)
+        let receive = systemd.receive
         let ready = receive()
         #expect(ready.contains("READY=1") && ready.contains("STATUS=serving generation 1"), "\(ready)")
         b.signal(SIGHUP)

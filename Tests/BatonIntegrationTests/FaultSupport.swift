@@ -225,6 +225,8 @@ final class CaseRecord {
     }
 
     func note(_ text: String) { observed.append(text) }
+    /// Notes the first line of `log` that contains `needle`, or that none does.
+    func note(_ log: String, lineWith needle: String) { note(line(log, containing: needle) ?? "no line with \"\(needle)\"") }
 
     /// Adds a load's totals; `allowed` failures are tolerated (a stated limit).
     func load(_ stats: Load.Stats, allowed: Int = 0, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -712,8 +714,10 @@ struct Serving {
         return load.stop()
     }
 
-    /// Checks the running supervisor, then stops it and checks it left nothing.
-    func finish(_ c: CaseRecord, sourceLocation: SourceLocation = #_sourceLocation) {
+    /// Checks the running supervisor, then stops it and checks it left
+    /// nothing; `limit` (if given) is the case's stated bound and why.
+    func finish(_ c: CaseRecord, limit: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+        if let limit { c.limit = limit }
         watch.checkRunning(c, sourceLocation: sourceLocation)
         stopAndCheck(b, watch, c, s, sourceLocation: sourceLocation)
     }

@@ -4,6 +4,8 @@ import Glibc
 import Synchronization
 import Testing
 
+// Every case ends alike (notes for the table, then `finish` with its stated
+// limit), so the ends of cases look alike.
 extension Reliability {
     /// The app misbehaves: a good generation serves under load while a
     /// release built with one of the test app's fault switches comes up (or
@@ -53,7 +55,7 @@ extension Reliability {
                 try failedRestart(c, args: "--notify-errno 5", reason: "not ready after 1 s: stopped") { b, _ in
                     c.expect(b.count("reported ERRNO=5") == 1, "ERRNO=5 not logged: \(b.log)")
                     c.expect(b.count("STATUS=cannot open the database") == 1, "STATUS not logged")
-                    c.note(line(b.log, containing: "reported ERRNO=5") ?? "")
+                    c.note(b.log, lineWith: "reported ERRNO=5")
                 }
             }
         }
@@ -81,7 +83,7 @@ extension Reliability {
                         "no NOTIFY_SOCKET in the app's environment")
                     c.expect((try? Notifier.send("READY=1\nSTATUS=forged", to: name).get()) != nil, "could not send to \(name)")
                     c.expect(eventually(3) { b.count("ignored a notify message from pid \(getpid())") == 1 }, "not rejected: \(b.log)")
-                    c.note(line(b.log, containing: "ignored a notify message from pid") ?? "")
+                    c.note(b.log, lineWith: "ignored a notify message from pid")
                     let status = controlExchange(v.s.path + "/baton.control", #"{"v":1,"cmd":"status"}"#).joined()
                     c.expect(status.contains(#""state":"starting""#), "generation 2 is not starting any more: \(status)")
                     c.expect(!b.log.contains("STATUS=forged"), "the forged STATUS was taken")
@@ -130,12 +132,14 @@ extension Reliability {
                 c.expect(answer??.hasPrefix("good gen=1") == true, "the slow request on generation 1 failed")
                 c.expect(eventually(5) { b.count("gen 1 pid") > 0 && b.count("drained after") >= 1 }, "generation 1 did not drain")
                 c.load(stats, allowed: 8)
-                c.note(line(b.log, containing: "exited unexpectedly") ?? "")
-                c.note(line(b.log, containing: "nothing serves: starting a new generation") ?? "")
+                c.note(b.log, lineWith: "exited unexpectedly")
+                c.note(b.log, lineWith: "nothing serves: starting a new generation")
                 c.note("the 2.5 s request on generation 1 completed")
-                c.limit =
-                    "a process that dies takes the connections it had accepted with it (the kernel resets them): at most one per client can fail (\(stats.failed) of \(stats.ok + stats.failed) here); connections still queued wait for the respawn, since the supervisor keeps the socket open"
-                v.finish(c)
+                v.finish(
+                    c,
+                    limit:
+                        "a process that dies takes the connections it had accepted with it (the kernel resets them): at most one per client can fail (\(stats.failed) of \(stats.ok + stats.failed) here); connections still queued wait for the respawn, since the supervisor keeps the socket open"
+                )
             }
         }
 
@@ -159,7 +163,7 @@ extension Reliability {
                 c.load(stats)
                 if ignoresTerm {
                     c.expect(eventually(3) { b.count("sent SIGKILL to its process group") == 1 }, "no SIGKILL: \(b.log)")
-                    c.note(line(b.log, containing: "sent SIGKILL to its process group") ?? "")
+                    c.note(b.log, lineWith: "sent SIGKILL to its process group")
                     c.limit =
                         "none may fail: steering sends every new connection to generation 2 before generation 1 is signalled, so the SIGKILL finds it idle (\(stats.failed) here). With --listen-mode shared it keeps accepting until it is killed, and the requests it holds then are reset"
                 } else {
@@ -186,16 +190,13 @@ extension Reliability {
                 }
                 c.load(stats)
                 let killed = "outlived its generation outside its process group: sent SIGKILL"
-                c.expect(
-                    eventually(3) { b.count(killed) == 2 }
-                        && {
-                            usleep(300_000)
-                            return b.count(killed) == 2
-                        }(), "not logged once each: \(b.log)")
-                c.note(line(b.log, containing: "outlived its generation") ?? "")
-                c.limit =
-                    "none may fail: workers that left their process group are killed once their generation's main process is gone, and the supervisor shuts that generation's socket down so they accept nothing more (a socket leaves its SO_REUSEPORT group only when its last holder closes it; before this shutdown the escaped workers kept it in the group and were sent new connections) (\(stats.failed) here)"
-                v.finish(c)
+                c.expect(eventuallyAndSteady(3, steady: 0.3) { b.count(killed) == 2 }, "not logged once each: \(b.log)")
+                c.note(b.log, lineWith: "outlived its generation")
+                v.finish(
+                    c,
+                    limit:
+                        "none may fail: workers that left their process group are killed once their generation's main process is gone, and the supervisor shuts that generation's socket down so they accept nothing more (a socket leaves its SO_REUSEPORT group only when its last holder closes it; before this shutdown the escaped workers kept it in the group and were sent new connections) (\(stats.failed) here)"
+                )
             }
         }
 
@@ -265,9 +266,11 @@ extension Reliability {
                 c.note(
                     "\(size) MiB of log in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; \(queries) status queries during the flood, the slowest answered in \(Int(worst * 1000)) ms"
                 )
-                c.limit =
-                    "the app writes to the supervisor's own stdout and stderr: to a file that costs nothing, but if they are a pipe (systemd's journal, start_server's '--log-file=| cmd') a reader slower than the flood blocks the supervisor's log writes too"
-                v.finish(c)
+                v.finish(
+                    c,
+                    limit:
+                        "the app writes to the supervisor's own stdout and stderr: to a file that costs nothing, but if they are a pipe (systemd's journal, start_server's '--log-file=| cmd') a reader slower than the flood blocks the supervisor's log writes too"
+                )
                 // The supervisor's own lines are all there, between the app's.
                 let fd = open(b.child.logPath, O_RDONLY)
                 lseek(fd, -4096, SEEK_END)
@@ -314,10 +317,12 @@ extension Reliability {
             c.note(
                 "around the shutdown: \(during.failed) of \(during.ok + during.failed) failed\(kinds), within \(Int(window * 1000)) ms")
             c.note("afterwards: \(stats.failed) of \(stats.ok + stats.failed) failed")
-            c.note(line(b.log, containing: "was shut down") ?? "no log line")
-            c.limit =
-                "with --listen-mode shared, shutdown(SHUT_RD or SHUT_RDWR) on the listening socket stops it for every process holding it (one socket, one state): the connections queued at that instant are reset and new ones refused until the supervisor, woken by EPOLLHUP, listens on it again (a unix socket cannot listen again once shut down). Steered listeners, the default, give each generation a socket of its own (the next case)"
-            v.finish(c)
+            c.note(b.log, lineWith: "was shut down")
+            v.finish(
+                c,
+                limit:
+                    "with --listen-mode shared, shutdown(SHUT_RD or SHUT_RDWR) on the listening socket stops it for every process holding it (one socket, one state): the connections queued at that instant are reset and new ones refused until the supervisor, woken by EPOLLHUP, listens on it again (a unix socket cannot listen again once shut down). Steered listeners, the default, give each generation a socket of its own (the next case)"
+            )
         }
 
         @Test func shutsDownTheSharedListenerWhileStarting() throws {

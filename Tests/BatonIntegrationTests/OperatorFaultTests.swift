@@ -331,7 +331,7 @@ extension Reliability {
             let (_, watch, port) = try startedDaemon(c, s)
             let log = (try? String(contentsOfFile: s.path + "/app.log", encoding: .utf8)) ?? ""
             c.expect(log.contains(warning), "no warning: \(log)")
-            c.note(line(log, containing: warning) ?? "")
+            c.note(log, lineWith: warning)
             c.expect(
                 (try? String(contentsOfFile: d.pidFile, encoding: .utf8)) == "\(watch.supervisor)\n",
                 "the pid file does not hold the new pid")

@@ -53,10 +53,7 @@ private func untilServing(
         let s = Scratch()
         let d = Daemon(s: s)
         // --dir given: the tests' Child changes this process's directory for a moment (other suites run meanwhile).
-        let started = d.start(["--dir", s.path], app: ["--notify", "--tag", "a"])
-        #expect(started.code == 0, "\(started.output)")
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started(["--dir", s.path], app: ["--notify", "--tag", "a"])
         let sockets = socketCount(supervisor)
         func deploy(_ app: [String]) -> [String] {
             ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--dir", s.path, "--", Binaries.testapp, "--notify"] + app
@@ -168,9 +165,7 @@ private func untilServing(
     @Test func aBinaryWhoseCheckFailsChangesNothing() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        #expect(d.start().code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started()
         let broken = s.path + "/broken-baton"
         s.write("broken-baton", "#!/bin/sh\necho 'this build cannot run here' >&2\nexit 3\n")
         chmod(broken, 0o755)
@@ -200,9 +195,7 @@ private func untilServing(
     @Test func aHundredReexecsInARowKeepMemoryAndDescriptorsFlat() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        #expect(d.start().code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started()
         let load = Load(port: port, clients: 2)
         var rss: [Int] = []
         var fds: [Int] = []
@@ -238,9 +231,7 @@ private func untilServing(
     @Test func aHupDuringAPendingReexecFollowsItAndAStopCancelsIt() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        #expect(d.start(["--kill-old-delay", "1s"]).code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started(["--kill-old-delay", "1s"])
         let load = Load(port: port, clients: 2)
         // Generation 1 drains for a second: the re-exec waits for it.
         #expect(d.run("restart", ["--no-wait-drain"]).code == 0)
@@ -270,9 +261,7 @@ private func untilServing(
     @Test func aProgramThatCannotTakeOverGoesBackToThePreviousOneKeepingEverything() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        #expect(d.start().code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started()
         let fds = openDescriptors(supervisor).count
         // A new "binary" that passes its check but fails once exec'd.
         s.write(
@@ -333,9 +322,7 @@ private func untilServing(
         let s = Scratch()
         let d = Daemon(s: s)
         let unixPath = s.path + "/added.sock"
-        #expect(d.start(["--dir", s.path], app: ["--notify", "--tag", "a"]).code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started(["--dir", s.path], app: ["--notify", "--tag", "a"])
         let sockets = socketCount(supervisor)
         func deploy(_ listen: [String], tag: String) -> (code: Int32?, output: String, seconds: Double) {
             batonCommand(
@@ -385,9 +372,7 @@ private func untilServing(
     @Test func anAddressInUseFailsTheDeployAndChangesNothing() throws {
         let s = Scratch()
         let d = Daemon(s: s)
-        #expect(d.start(["--dir", s.path]).code == 0)
-        let port = try #require(d.port)
-        let supervisor = try #require(d.supervisorPid)
+        let (port, supervisor) = try d.started(["--dir", s.path])
         // Someone else listens on the address the deploy adds.
         let other = try TestSockets.tcpListener()
         defer { close(other.fd) }
@@ -410,12 +395,10 @@ private func untilServing(
 
     @Test func aReexecUnderSystemdSaysReloadingThenReady() throws {
         let s = Scratch()
-        let path = s.path + "/notify.sock"
-        let fd = try TestSockets.notifyReceiver(name: path)
-        defer { close(fd) }
-        func receive() -> String { ((try? TestSockets.receive(fd, timeoutMilliseconds: 10_000)) ?? nil)?.text ?? "" }
+        let systemd = try FakeSystemd(s)
+        let receive = systemd.receive
         let pidFile = s.path + "/app.pid"
-        let env = ProcessInfo.processInfo.environment.map { "\($0)=\($1)" } + ["NOTIFY_SOCKET=\(path)"]
+        let env = systemd.environment
         let b = Child(
             Binaries.baton,
             ["run", "--pid-file", pidFile, "--listen", "127.0.0.1:0", "--settle", "0", "--", Binaries.testapp, "--notify"],

@@ -15,6 +15,13 @@ extension Binaries {
     }
 
     /// SIGTERM to a start_server in the foreground: it must exit 0.
+    /// A scratch directory, a port to give start_server (it is told one, as
+    /// Server::Starter is) and where its pid file goes.
+    func setUp() -> (Scratch, UInt16, String) {
+        let s = Scratch()
+        return (s, freePort(), s.path + "/p")
+    }
+
     func expectStops(_ ss: Child, sourceLocation: SourceLocation = #_sourceLocation) {
         ss.signal(SIGTERM)
         #expect(ss.wait() == 0, sourceLocation: sourceLocation)
@@ -53,9 +60,7 @@ extension Binaries {
     }
 
     @Test func statusFilePidFileRestartAndStop() throws {
-        let s = Scratch()
-        let p = freePort()
-        let pid = s.path + "/p"
+        let (s, p, pid) = setUp()
         let status = s.path + "/st"
         let ss = startServer(s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.3"])
         #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
@@ -101,9 +106,7 @@ extension Binaries {
 
     @Test func restartAgainstPerlsStartServerJudgesANewerGeneration() throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/start_server") else { return }
-        let s = Scratch()
-        let p = freePort()
-        let pid = s.path + "/p"
+        let (s, p, pid) = setUp()
         let status = s.path + "/st"
         let perl = Child(
             "/usr/bin/start_server", ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--", Binaries.testapp],
@@ -147,9 +150,7 @@ extension Binaries {
     }
 
     @Test func daemonizeReturnsOnceReady() throws {
-        let s = Scratch()
-        let p = freePort()
-        let pid = s.path + "/p"
+        let (s, p, pid) = setUp()
         let log = s.path + "/daemon.log"
         let r = run(
             s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:\(p)", "--interval=0.2", "--", Binaries.testapp])

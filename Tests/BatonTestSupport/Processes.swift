@@ -14,6 +14,14 @@ public func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool 
     return condition()
 }
 
+/// Waits up to `seconds` for `condition`, then checks that it still holds
+/// `steady` seconds later (a count that must reach N and not go past it).
+public func eventuallyAndSteady(_ seconds: Double, steady: Double, _ condition: () -> Bool) -> Bool {
+    guard eventually(seconds, condition) else { return false }
+    usleep(useconds_t(steady * 1_000_000))
+    return condition()
+}
+
 /// A child process in a process group of its own, stdout and stderr to a log file.
 public final class Child: @unchecked Sendable {
     public let pid: pid_t

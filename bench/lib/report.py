@@ -22,6 +22,15 @@ def _num(n):
     return "–" if n is None else f"{n:,}"
 
 
+def _simple_section(out, sc, key, title, needed, intro, headers, row):
+    """A section that is an introduction and one table: `intro(data)` and
+    `row(r)` for each of `data[needed]`."""
+    data = _section(out, sc, key, title, needed)
+    if data:
+        out.append(intro(data))
+        out.append(_table(headers, [row(r) for r in data[needed]]))
+
+
 def _section(out, sc, key, title, needed):
     """Starts the section `title` for scenario `key`; returns its data, or
     None (with the error written) when it is missing or has no `needed`."""
@@ -147,47 +156,42 @@ def write_markdown(data, path):
                 "and wrk, not of the restarts: compare these rows with each other only.\n"
             )
 
-    lat = _section(out, sc, "latency", "2. Restart latency", "variants")
-    if lat:
-        out.append(
-            f"The test app (baton-testapp), no load, {lat['restarts_per_variant']} restarts per variant, in turn. From the "
-            "restart command to: the new generation serving (baton: its `serving` event, when the old one is signalled; "
-            "Server::Starter: the status file lists the new generation, which is when it signals the old one), the old "
-            "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
-            "Perl's `start_server --restart` polls the status file once a second).\n\n"
-        )
-        rows = [[r["variant"], f"`{r['command']}`"] + [_ms(r[k][m]) for k in ("serving", "old_exited", "returned") for m in ("median_s", "max_s")]
-                for r in lat["variants"]]
-        out.append(_table(["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"], rows))
+    _simple_section(
+        out, sc, "latency", "2. Restart latency", "variants",
+        lambda lat: f"The test app (baton-testapp), no load, {lat['restarts_per_variant']} restarts per variant, in turn. From the "
+        "restart command to: the new generation serving (baton: its `serving` event, when the old one is signalled; "
+        "Server::Starter: the status file lists the new generation, which is when it signals the old one), the old "
+        "generation's exit, and the command's return (`baton restart` waits for the old generation to exit; "
+        "Perl's `start_server --restart` polls the status file once a second).\n\n",
+        ["variant", "command", "serving median", "max", "old exited median", "max", "command returned median", "max"],
+        lambda r: [r["variant"], f"`{r['command']}`"]
+        + [_ms(r[k][m]) for k in ("serving", "old_exited", "returned") for m in ("median_s", "max_s")])
 
-    o = _section(out, sc, "overhead", "3. Overhead", "rows")
-    if o:
-        out.append(
-            f"wrk -t2 -c64 for {o['seconds']} s after a warm-up, {o['rounds']} round(s), the setups in turn (forward, then backward); the demo with keep-alive, Starman "
-            "(4 workers) with `Connection: close`. The app accepts on the socket itself under every supervisor, so the "
-            "ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect a few per cent either way).\n\n"
-        )
-        rows = [[r["app"], "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"]),
-                 f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}", f"{r['p99_ms']:.2f}"]
-                for r in o["rows"]]
-        out.append(_table(["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"], rows))
+    _simple_section(
+        out, sc, "overhead", "3. Overhead", "rows",
+        lambda o: f"wrk -t2 -c64 for {o['seconds']} s after a warm-up, {o['rounds']} round(s), the setups in turn (forward, then "
+        "backward); the demo with keep-alive, Starman (4 workers) with `Connection: close`. The app accepts on the socket "
+        "itself under every supervisor, so the ratio should be 1.00 within noise (2 cores shared by wrk and the app: expect "
+        "a few per cent either way).\n\n",
+        ["app", "setup", "requests/s (mean)", "ratio to direct", "ratio per round (min–max)", "p99 ms"],
+        lambda r: [r["app"], "bound directly" if r["setup"] == "direct" else SUPERVISOR_NAMES.get(r["setup"], r["setup"]),
+                   f"{r['rps']:,.0f}", f"{r['ratio']:.3f}", f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}", f"{r['p99_ms']:.2f}"])
 
-    fp = _section(out, sc, "footprint", "4. Footprint", "rows")
-    if fp:
-        first = fp["rows"][0]
-        out.append(
-            f"The supervisor process alone (not the app), the test app under each. Idle: {first['idle']['seconds']} s "
-            f"side by side. Then {first['restarts']['count']} restarts each, in turn (HUP, until the old generation is gone). "
-            "CPU time from /proc/PID/task/*/schedstat, context switches of every thread.\n\n"
-        )
-        def footprint_row(r):
-            i, b = r["idle"], r["restarts"]
-            return [r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
-                    i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
-                    b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])]
-        rows = [footprint_row(r) for r in fp["rows"]]
-        out.append(_table(["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches",
-                           "restarts: CPU ms", "ctx switches", "RSS peak", "median restart"], rows))
+    def footprint_row(r):
+        i, b = r["idle"], r["restarts"]
+        return [r["supervisor"], f"`{r['options']}`", _mb(i["rss_kb"]), i["threads"], f"{i['cpu_ms']:.1f}",
+                i["context_switches"], f"{b['cpu_ms']:.0f} ({b['cpu_ms_per_restart']:.2f}/restart)",
+                b["context_switches"], _mb(b["rss_kb_peak"]), _ms(b["median_restart_s"])]
+
+    _simple_section(
+        out, sc, "footprint", "4. Footprint", "rows",
+        lambda fp: f"The supervisor process alone (not the app), the test app under each. Idle: "
+        f"{fp['rows'][0]['idle']['seconds']} s side by side. Then {fp['rows'][0]['restarts']['count']} restarts each, in "
+        "turn (HUP, until the old generation is gone). CPU time from /proc/PID/task/*/schedstat, context switches of every "
+        "thread.\n\n",
+        ["supervisor", "options", "idle RSS", "threads", "idle CPU ms", "idle ctx switches", "restarts: CPU ms", "ctx switches",
+         "RSS peak", "median restart"],
+        footprint_row)
 
     s = _section(out, sc, "scale", "5. Scale", "rows")
     if s:
