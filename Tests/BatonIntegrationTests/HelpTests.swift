@@ -120,7 +120,8 @@ import Testing
     /// The long options start_server(1) lists, from its roff.
     func startServerOptions() -> [String] {
         run(Paths.baton, ["man", "start_server"]).output.split(separator: "\n").filter { $0.hasPrefix("\\fB\\-\\-") }.map {
-            "--" + $0.dropFirst("\\fB\\-\\-".count).prefix { $0 != "\\" }.replacingOccurrences(of: "\\-", with: "-")
+            // `\fB\-\-log\-file\fR ...`: the name runs to the first `\f`.
+            "--" + String($0.dropFirst("\\fB\\-\\-".count)).components(separatedBy: "\\f")[0].replacingOccurrences(of: "\\-", with: "-")
         }
     }
 
