@@ -14,14 +14,26 @@ extension Binaries {
         )
     }
 
-    /// SIGTERM to a start_server in the foreground: it must exit 0.
-    /// A scratch directory, a port to give start_server (it is told one, as
-    /// Server::Starter is) and where its pid file goes.
-    func setUp() -> (Scratch, UInt16, String) {
+    /// A scratch directory and where start_server's pid file goes.
+    func setUp() -> (Scratch, String) {
         let s = Scratch()
-        return (s, freePort(), s.path + "/p")
+        return (s, s.path + "/p")
     }
 
+    /// The port a start_server told `--port=127.0.0.1:0` got, from the line
+    /// `listening on 127.0.0.1:PORT` of its log (`log`, or the file it writes).
+    func boundPort(_ log: @autoclosure () -> String) throws -> UInt16 {
+        var port: UInt16?
+        _ = eventually(10) {
+            let text = log()
+            guard let r = text.range(of: #"listening on 127\.0\.0\.1:[0-9]+"#, options: .regularExpression) else { return false }
+            port = UInt16(text[r].split(separator: ":").last!)
+            return true
+        }
+        return try #require(port, "no 'listening on 127.0.0.1:PORT' in the log: \(log())")
+    }
+
+    /// SIGTERM to a start_server in the foreground: it must exit 0.
     func expectStops(_ ss: Child, sourceLocation: SourceLocation = #_sourceLocation) {
         ss.signal(SIGTERM)
         #expect(ss.wait() == 0, sourceLocation: sourceLocation)
@@ -35,6 +47,7 @@ extension Binaries {
 
     @Test func portFormsAndTheEnvironment() throws {
         let s = Scratch()
+        // Told real port numbers: SERVER_STARTER_PORT must echo each as written.
         let (a, b, c) = (freePort(), freePort(), freePort())
         let sock = s.path + "/app.sock"
         let ss = startServer(s, ["--port=\(a)", "--port", "127.0.0.1:\(b)", "--port=[::1]:\(c)", "--path=\(sock)", "--interval=0"])
@@ -49,7 +62,7 @@ extension Binaries {
 
     @Test func aPinnedDescriptorNumber() throws {
         let s = Scratch()
-        let p = freePort()
+        let p = freePort()  // a real number, for SERVER_STARTER_PORT to echo
         let ss = startServer(s, ["--port=127.0.0.1:\(p)=5", "--interval=0"])
         #expect(eventually(10) { ss.log.contains(" serving") }, "\(ss.log)")
         let env = try #require(body(httpGet(port: p, path: "/env")))
@@ -60,9 +73,10 @@ extension Binaries {
     }
 
     @Test func statusFilePidFileRestartAndStop() throws {
-        let (s, p, pid) = setUp()
+        let (s, pid) = setUp()
         let status = s.path + "/st"
-        let ss = startServer(s, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.3"])
+        let ss = startServer(s, ["--port=127.0.0.1:0", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.3"])
+        let p = try boundPort(ss.log)
         #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
         let app1 = try #require(pidIn(body(httpGet(port: p))))
         #expect((try? String(contentsOfFile: status, encoding: .utf8)) == "1:\(app1)\n")
@@ -86,16 +100,16 @@ extension Binaries {
         s.release("good")
         s.release("broken", args: "--crash-at-boot")
         s.point(to: "good")
-        let p = freePort()
         let pid = s.path + "/p"
         let status = s.path + "/st"
         let ss = startServer(
             s,
             [
-                "--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.2", "--max-attempts=3",
+                "--port=127.0.0.1:0", "--pid-file=\(pid)", "--status-file=\(status)", "--interval=0.2", "--max-attempts=3",
                 "--dir=\(s.path)/current",
             ])
         #expect(eventually(10) { ss.log.contains(" serving") })
+        let p = try boundPort(ss.log)
         s.point(to: "broken")
         let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)"])
         #expect(restart.code == 6, "\(restart.output)")
@@ -104,12 +118,15 @@ extension Binaries {
         expectStops(ss)
     }
 
-    @Test func restartAgainstPerlsStartServerJudgesANewerGeneration() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/start_server") else { return }
-        let (s, p, pid) = setUp()
+    @Test(.enabled(if: Peers.available(Tools.perlStartServer != nil)))
+    func restartAgainstPerlsStartServerJudgesANewerGeneration() throws {
+        let perlStartServer = try #require(Tools.perlStartServer, "Perl's start_server is missing: apt-get install libserver-starter-perl")
+        let (s, pid) = setUp()
         let status = s.path + "/st"
+        // Perl's start_server is told a port: it does not log the one port 0 got.
+        let p = freePort()
         let perl = Child(
-            "/usr/bin/start_server", ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--", Binaries.testapp],
+            perlStartServer, ["--port=127.0.0.1:\(p)", "--pid-file=\(pid)", "--status-file=\(status)", "--", Binaries.testapp],
             log: s.path + "/perl.log", cwd: s.path)
         #expect(eventually(10) { (try? String(contentsOfFile: status, encoding: .utf8))?.hasPrefix("1:") == true })
         let restart = run(s, ["--restart", "--pid-file=\(pid)", "--status-file=\(status)", "--restart-timeout=20s"])
@@ -121,7 +138,7 @@ extension Binaries {
 
     @Test func anAppThatNeverStartsIsGivenUpOn() {
         let s = Scratch()
-        let ss = startServer(s, ["--port=127.0.0.1:\(freePort())", "--interval=0.1", "--max-attempts=3"], app: ["--crash-at-boot"])
+        let ss = startServer(s, ["--port=127.0.0.1:0", "--interval=0.1", "--max-attempts=3"], app: ["--crash-at-boot"])
         let code = ss.wait(20)
         #expect(code == 10, "\(ss.log)")
         #expect(ss.log.contains("gave up after 3 tries"))
@@ -133,14 +150,14 @@ extension Binaries {
         let envdir = s.path + "/env"
         try FileManager.default.createDirectory(atPath: envdir, withIntermediateDirectories: true)
         try "from the envdir  \nsecond line\n".write(toFile: envdir + "/FROM_ENVDIR", atomically: true, encoding: .utf8)
-        let p = freePort()
         let piped = s.path + "/piped.log"
         let ss = startServer(
             s,
             [
-                "--port=127.0.0.1:\(p)", "--interval=0", "--envdir=\(envdir)", "--log-file=| cat > \(piped)", "--enable-auto-restart",
+                "--port=127.0.0.1:0", "--interval=0", "--envdir=\(envdir)", "--log-file=| cat > \(piped)", "--enable-auto-restart",
                 "--auto-restart-interval=1", "--kill-old-delay=0",
             ])
+        let p = try boundPort((try? String(contentsOfFile: piped, encoding: .utf8)) ?? "")
         #expect(eventually(10) { body(httpGet(port: p)) != nil })
         let env = try #require(body(httpGet(port: p, path: "/env")))
         #expect(env.contains("FROM_ENVDIR=from the envdir  \n"), "Server::Starter keeps the first line as is: \(env)")
@@ -150,11 +167,12 @@ extension Binaries {
     }
 
     @Test func daemonizeReturnsOnceReady() throws {
-        let (s, p, pid) = setUp()
+        let (s, pid) = setUp()
         let log = s.path + "/daemon.log"
         let r = run(
-            s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:\(p)", "--interval=0.2", "--", Binaries.testapp])
+            s, ["--daemonize", "--log-file=\(log)", "--pid-file=\(pid)", "--port=127.0.0.1:0", "--interval=0.2", "--", Binaries.testapp])
         #expect(r.code == 0, "\(r.output)")
+        let p = try boundPort((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
         #expect(body(httpGet(port: p)) != nil)
         #expect(run(s, ["--stop", "--pid-file=\(pid)"]).code == 0)
         #expect(!FileManager.default.fileExists(atPath: pid))
@@ -178,11 +196,11 @@ extension Binaries {
 
     @Test func signalsKillOldDelayAndBacklog() throws {
         let s = Scratch()
-        let p = freePort()
         let ss = startServer(
             s,
-            ["--port=127.0.0.1:\(p)", "--interval=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1", "--backlog=77"])
+            ["--port=127.0.0.1:0", "--interval=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1", "--backlog=77"])
         #expect(eventually(10) { ss.log.contains(" serving") })
+        let p = try boundPort(ss.log)
         // The listen backlog as the kernel reports it (ss's Send-Q of a listener).
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/ss") {
             let q = Child("/usr/bin/ss", ["-ltnH", "sport = :\(p)"], log: s.path + "/ss.log")
