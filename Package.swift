@@ -4,6 +4,15 @@ import PackageDescription
 // The supervisor (`baton`) links neither Foundation nor SwiftNIO and is linked
 // statically against the Swift runtime, so that it idles in a few megabytes.
 let staticStdlib: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"])]
+/// The supervisor's modules use neither regexes nor Swift concurrency: built
+/// without their implicit imports, the binaries leave out `_StringProcessing`,
+/// `_RegexParser` and `_Concurrency` (about 2 MB of code; packaging/results/rss.md).
+let lean: [SwiftSetting] = [
+    .unsafeFlags([
+        "-Xfrontend", "-disable-implicit-string-processing-module-import", "-Xfrontend",
+        "-disable-implicit-concurrency-module-import",
+    ])
+]
 /// What both supervisor executables (`baton`, `start_server`) link.
 let supervisor: [Target.Dependency] = ["BatonCore", "BatonControl", "BatonSystem", "CBatonShims"]
 /// SwiftNIO's event loops and sockets, for the app-side library.
@@ -47,11 +56,12 @@ let package = Package(
 
         // MARK: The supervisor
         .target(name: "CBatonShims"),
-        .target(name: "BatonCore", dependencies: ["BatonProtocol"]),
-        .target(name: "BatonControl", dependencies: ["BatonCore", "BatonProtocol"]),
-        .target(name: "BatonSystem", dependencies: ["BatonCore", "BatonControl", "BatonProtocol", "CBatonShims"]),
-        .executableTarget(name: "baton", dependencies: supervisor, linkerSettings: staticStdlib),
-        .executableTarget(name: "start_server", dependencies: supervisor, linkerSettings: staticStdlib),
+        .target(name: "BatonCore", dependencies: ["BatonProtocol"], swiftSettings: lean),
+        .target(name: "BatonControl", dependencies: ["BatonCore", "BatonProtocol"], swiftSettings: lean),
+        .target(
+            name: "BatonSystem", dependencies: ["BatonCore", "BatonControl", "BatonProtocol", "CBatonShims"], swiftSettings: lean),
+        .executableTarget(name: "baton", dependencies: supervisor, swiftSettings: lean, linkerSettings: staticStdlib),
+        .executableTarget(name: "start_server", dependencies: supervisor, swiftSettings: lean, linkerSettings: staticStdlib),
         .executableTarget(name: "baton-testapp", dependencies: ["BatonProtocol", "CBatonShims"]),
 
         // MARK: The app-side library

@@ -45,7 +45,7 @@ public enum HelpText {
         out.append("")
         out += wrap(command.abstract, width: width)
         if !command.discussion.isEmpty {
-            for paragraph in command.discussion.split(separator: "\n\n", omittingEmptySubsequences: true) {
+            for paragraph in command.discussion.paragraphs() {
                 out.append("")
                 out += wrap(String(paragraph), width: width)
             }

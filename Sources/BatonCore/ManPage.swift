@@ -103,7 +103,7 @@ public enum ManPage {
     /// spaces are kept as they are (examples).
     static func paragraphs(_ text: String) -> [String] {
         var out: [String] = []
-        for paragraph in text.split(separator: "\n\n", omittingEmptySubsequences: true) {
+        for paragraph in text.paragraphs() {
             let lines = paragraph.split(separator: "\n", omittingEmptySubsequences: false)
             let example = lines.allSatisfy { $0.hasPrefix("  ") || $0.isEmpty }
             if example {

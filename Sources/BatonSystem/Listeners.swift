@@ -306,7 +306,7 @@ public enum Listeners {
         // Its parent: a supervisor, or init/a subreaper after the supervisor died.
         guard let ppid = Sys.parentPid(of: pid) else { return generation }
         let parent = Sys.commandLine(of: ppid) ?? ""
-        return parent.contains("baton") || parent.contains("start_server") ? nil : generation
+        return parent.includes("baton") || parent.includes("start_server") ? nil : generation
     }
 
     /// The process holding a listening TCP socket on `port`, from /proc.

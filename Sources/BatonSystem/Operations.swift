@@ -62,7 +62,7 @@ public enum Operations {
         guard !result.ok, result.output == nil, let generation = result.generation, let log, !log.hasPrefix("|") else { return result }
         var r = result
         let tail = Sys.tail(log, lines: 400)
-        guard let spawned = tail.lastIndex(where: { $0.contains("]: gen \(generation) pid ") && $0.contains(" spawned in ") })
+        guard let spawned = tail.lastIndex(where: { $0.includes("]: gen \(generation) pid ") && $0.includes(" spawned in ") })
         else { return result }
         let own = tail[(spawned + 1)...].filter { !isBatonLine($0) }
         guard !own.isEmpty else { return result }
@@ -75,7 +75,7 @@ public enum Operations {
     static func isBatonLine(_ line: String) -> Bool {
         let u = Array(line.utf8.prefix(40))
         guard u.count > 25, u[4] == UInt8(ascii: "-"), u[10] == UInt8(ascii: "T") else { return false }
-        return line.contains("Z baton[") || line.contains("Z start_server[")
+        return line.includes("Z baton[") || line.includes("Z start_server[")
     }
 
     /// Asks the supervisor at `control` to replace its program in place

@@ -113,7 +113,7 @@ enum HTTPAnswer {
             var lines = bytes[(end + 4)...].split(separator: 10, omittingEmptySubsequences: true)
                 .map { String(decoding: $0.filter { $0 != 13 }, as: UTF8.self) }.filter { !$0.isEmpty }
             // A chunked body starts with the chunk's size in hex.
-            if headers.contains("transfer-encoding: chunked"), let size = lines.first, size.allSatisfy(\.isHexDigit) {
+            if headers.includes("transfer-encoding: chunked"), let size = lines.first, size.allSatisfy(\.isHexDigit) {
                 lines.removeFirst()
             }
             if let first = lines.first { detail += (detail.isEmpty ? "" : ": ") + String(first.prefix(120)) }

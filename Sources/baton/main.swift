@@ -10,7 +10,7 @@ func fail(_ error: BatonError) -> Never {
     exit(error.exitCode)
 }
 
-let commands: [String: ([String]) throws(BatonError) -> Int32] = [
+let commands: [String: @Sendable ([String]) throws(BatonError) -> Int32] = [
     "run": runCommand, "start": startCommand, "restart": restartCommand, "deploy": deployCommand, "upgrade": upgradeCommand,
     "stop": stopCommand,
     "status": statusCommand, "logs": logsCommand, "list": listCommand, "completions": completionsCommand, "man": manCommand,

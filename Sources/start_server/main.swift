@@ -60,7 +60,7 @@ func die(_ message: String, code: Int32 = 255) -> Never {
 
 // MARK: - The command line
 
-var arguments = Array(CommandLine.arguments.dropFirst())
+let arguments = Array(CommandLine.arguments.dropFirst())
 Daemon.enterHiddenMode(arguments, program: "start_server")
 Log.setProgram("start_server")
 signal(SIGPIPE, SIG_IGN)
