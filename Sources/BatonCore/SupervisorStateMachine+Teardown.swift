@@ -5,6 +5,13 @@
 // The end of a generation: one plan of steps for a retired, a stopped and a
 // failed generation, carried out by `advance` and the deadlines of `tick`.
 extension SupervisorStateMachine {
+    /// How many handshake windows a retiring generation waits at the most:
+    /// one, and one more each time connections arrived in the last (they
+    /// can only be handshakes begun before the steering, so the count stops
+    /// growing; the bound keeps a pathological reading from holding the
+    /// signal back for more than about a second at the default 200 ms).
+    public static let maxHandshakeWindows = 5
+
     /// The steps that end a generation for `reason`.
     func plan(_ reason: Teardown.Reason, for number: Int) -> [Teardown.Step] {
         switch reason {
@@ -116,14 +123,20 @@ extension SupervisorStateMachine {
             generations[i].phase = .tearingDown(t)
             return
         }
-        generations[i].phase = .tearingDown(t)
         // The first wait is told; the one after the handshake window only when connections came in it.
         let queued = t.queueAtStep ?? 0
         if t.queueWaits == 1 {
             out.append(.report(Reports.queueDrained(generations[i], after: now - t.stepStartedAt, queuedAtSteer: queued)))
         } else if queued > 0 {
             out.append(.report(Reports.lateHandshakes(generations[i], queued, after: now - t.stepStartedAt)))
+            // Those were accepted a moment ago and the machine is slow enough
+            // that handshakes are still landing: one more quiet window, so
+            // they get answered and any later one arrives, before the signal.
+            if t.queueWaits <= Self.maxHandshakeWindows {
+                t.remaining.insert(contentsOf: [.pause(policy.handshakeWindow), .awaitEmptyQueue(timeout: policy.queueTimeout)], at: 0)
+            }
         }
+        generations[i].phase = .tearingDown(t)
         advance(at: i, now: now, &out)
     }
 

@@ -98,6 +98,46 @@ import Testing
         #expect(answers(gone).first?.0 == 1)
     }
 
+    @Test func connectionsArrivingInTheWindowEarnAnotherWindowBeforeTheSignal() {
+        var h = harness()
+        h.startServing()
+        h.restart()
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
+        h.send(.notified(pid: 2000, message: ready()))
+        h.send(.queueMeasured(generation: 1, length: 0))
+        #expect(h.advance(0.2).contains(.measureQueues(generation: 1, sockets: [0])))
+        // Two handshakes begun before the switch landed in the window: they are
+        // accepted, then a whole window more before the signal.
+        let late = h.send(.queueMeasured(generation: 1, length: 2))
+        #expect(signals(late).isEmpty)
+        let emptied = h.send(.queueMeasured(generation: 1, length: 0))
+        #expect(reports(emptied).contains { $0.message.contains("2 connection(s) begun before the switch") })
+        #expect(signals(emptied).isEmpty)
+        #expect(signals(h.advance(0.1)).isEmpty)
+        #expect(h.advance(0.1).contains(.measureQueues(generation: 1, sockets: [0])))
+        // A quiet window: the signal.
+        #expect(signals(h.send(.queueMeasured(generation: 1, length: 0))) == [.signal(pid: 1000, signal: SIGTERM)])
+    }
+
+    @Test func lateHandshakesExtendTheWaitAtMostAFewWindows() {
+        var h = harness()
+        h.startServing()
+        h.restart()
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
+        h.send(.notified(pid: 2000, message: ready()))
+        h.send(.queueMeasured(generation: 1, length: 0))
+        var windows = 0
+        var signalled = false
+        for _ in 0..<20 where !signalled {
+            guard h.advance(0.2).contains(.measureQueues(generation: 1, sockets: [0])) else { break }
+            windows += 1
+            h.send(.queueMeasured(generation: 1, length: 1))
+            signalled = !signals(h.send(.queueMeasured(generation: 1, length: 0))).isEmpty
+        }
+        #expect(signalled)
+        #expect(windows == SupervisorStateMachine.maxHandshakeWindows)
+    }
+
     @Test func withQueueMigrationTheDrainedSocketIsShutDownInsteadOfAWindow() {
         var h = harness(migration: true)
         h.startServing()
