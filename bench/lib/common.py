@@ -5,6 +5,7 @@ and the command lines of the three supervisors.
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -210,10 +211,34 @@ def run(argv, timeout=60, cwd=None, env=None):
         return None, str(e)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, never handed out before in this run, and
+    outside the kernel's ephemeral range (net.ipv4.ip_local_port_range), so
+    that no client socket of a load (wrk's) can take it between this check
+    and the bind of the server told it: Perl's start_server and nginx must be
+    told a port. (A port 0 bound and released here lies in that range: a run
+    lost its scale scenario to "Address already in use".)"""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    candidates = range(10000, low - 1000) if low > 12000 else range(high + 1, 65535)
+    for _ in range(500):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 # MARK: - HTTP
