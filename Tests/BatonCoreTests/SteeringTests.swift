@@ -98,13 +98,20 @@ import Testing
         #expect(answers(gone).first?.0 == 1)
     }
 
-    @Test func connectionsArrivingInTheWindowEarnAnotherWindowBeforeTheSignal() {
+    /// Generation 2 took over and generation 1's queue read empty: its
+    /// first handshake window has begun.
+    func retiringInItsFirstWindow() -> Harness {
         var h = harness()
         h.startServing()
         h.restart()
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
         h.send(.notified(pid: 2000, message: ready()))
         h.send(.queueMeasured(generation: 1, length: 0))
+        return h
+    }
+
+    @Test func connectionsArrivingInTheWindowEarnAnotherWindowBeforeTheSignal() {
+        var h = retiringInItsFirstWindow()
         #expect(h.advance(0.2).contains(.measureQueues(generation: 1, sockets: [0])))
         // Two handshakes begun before the switch landed in the window: they are
         // accepted, then a whole window more before the signal.
@@ -120,12 +127,7 @@ import Testing
     }
 
     @Test func lateHandshakesExtendTheWaitAtMostAFewWindows() {
-        var h = harness()
-        h.startServing()
-        h.restart()
-        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        h.send(.notified(pid: 2000, message: ready()))
-        h.send(.queueMeasured(generation: 1, length: 0))
+        var h = retiringInItsFirstWindow()
         var windows = 0
         var signalled = false
         for _ in 0..<20 where !signalled {
