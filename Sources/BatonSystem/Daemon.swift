@@ -98,12 +98,22 @@ public enum Daemon {
         switch arguments.first {
         case "__exec": execHelper(Array(arguments.dropFirst()))
         case "__supervise":
+            nameProcess(program)
             Log.setProgram(program)
             supervise()
         case "__check-reexec": checkReexec(program: program)
-        case "__takeover": takeOver(program: program)
+        case "__takeover":
+            nameProcess(program)
+            takeOver(program: program)
         default: return
         }
+    }
+
+    /// Names a supervisor `baton` (or `start_server`) for ps, top, pgrep and
+    /// killall: spawned from /proc/self/exe it would be `exe`, exec'd from a
+    /// descriptor a number, and exec'd from an upgraded file that file's name.
+    static func nameProcess(_ program: String) {
+        _ = baton_set_process_name(program)
     }
 
     /// The daemon's side: reads the configuration, takes the report pipe,

@@ -126,26 +126,59 @@ extension Operations {
 }
 
 /// An exclusive lock per supervisor, so two deploys run one after the other.
+///
+/// The file exists only while a deploy holds it: the holder unlinks it before
+/// it lets go, and a waiter that gets the lock checks that the file it locked
+/// is still the one at the path (else it locked a removed file, and opens the
+/// path again). So no stale lock file outlives a deploy, and two deploys never
+/// both hold a lock.
 final class DeployLock {
-    private var fd: Int32
+    private let path: String
+    private var fd: Int32 = -1
 
     init(path: String, timeout: Duration, waiting: (String) -> Void) throws(BatonError) {
-        fd = baton_open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else {
-            throw BatonError(.failure, "cannot open deploy lock \(path): \(Sys.describe(errno: errno))", errno: errno)
-        }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
-        waiting("another deploy is running; waiting up to \(timeout.humanDescription) for it")
-        if baton_flock_timeout(fd, Int64(timeout.milliseconds)) != 0 {
-            close(fd)
+        self.path = path
+        let deadline = Sys.now() + timeout
+        var told = false
+        while true {
+            fd = baton_open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else {
+                throw BatonError(.failure, "cannot open deploy lock \(path): \(Sys.describe(errno: errno))", errno: errno)
+            }
+            var locked = flock(fd, LOCK_EX | LOCK_NB) == 0
+            if !locked {
+                if !told {
+                    waiting("another deploy is running; waiting up to \(timeout.humanDescription) for it")
+                    told = true
+                }
+                let left = deadline - Sys.now()
+                locked = left > .zero && baton_flock_timeout(fd, Int64(left.milliseconds)) == 0
+            }
+            guard locked else {
+                close(fd)
+                fd = -1
+                throw BatonError(
+                    .busy, "another deploy still holds \(path) after \(timeout.humanDescription); try again later or raise --lock-timeout")
+            }
+            if isStillAtPath() { return }
+            close(fd)  // the holder removed it as it let go: lock the file at the path now
             fd = -1
-            throw BatonError(
-                .busy, "another deploy still holds \(path) after \(timeout.humanDescription); try again later or raise --lock-timeout")
         }
     }
 
+    /// Whether the locked file is the one `path` names.
+    private func isStillAtPath() -> Bool {
+        var held = stat()
+        var named = stat()
+        guard fstat(fd, &held) == 0, lstat(path, &named) == 0 else { return false }
+        return held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    /// Removes the lock file and lets go of the lock.
     func release() {
-        if fd >= 0 { close(fd) }
+        guard fd >= 0 else { return }
+        unlink(path)
+        close(fd)
         fd = -1
     }
 }

@@ -210,6 +210,10 @@ int baton_flock_timeout(int fd, long long timeout_ms) {
     return rc;
 }
 
+int baton_set_process_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+}
+
 int baton_inotify_watch(const char *dir) {
     int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (fd < 0) return -1;

@@ -75,6 +75,8 @@ final class FakeSystemd {
         let port = try #require(d.port)
         let daemon = try #require(d.supervisorPid)
         #expect(body(httpGet(port: port))?.contains("gen=1") == true)
+        // pgrep, killall and top find the daemon by its name, not "exe".
+        #expect(processName(daemon) == "baton")
         // A second start is refused with its own code.
         let again = d.start()
         #expect(again.code == 5, "\(again.output)")

@@ -143,6 +143,7 @@ private func untilServing(
         #expect(after["binary_id"] as? String != before["binary_id"] as? String)
         #expect(after["reexecutions"] as? Int == 1)
         #expect(after["serving"] as? Int == 1, "the app is not restarted by an upgrade")
+        #expect(processName(supervisor) == "baton")
         // The new program restarts as the old one did.
         let restart = command(baton, ["restart"] + d.where_, in: s)
         #expect(restart.code == 0, "\(restart.output)")
@@ -281,6 +282,8 @@ private func untilServing(
         #expect(status["pid"] as? Int == Int(supervisor))
         #expect(status["serving"] as? Int == 1)
         #expect(status["reexecutions"] as? Int == 0)
+        // Exec'd from a descriptor, it would be named by its number.
+        #expect(processName(supervisor) == "baton")
         #expect((status["warnings"] as? [String])?.first?.contains("this build cannot read the state") == true, "\(status)")
         #expect(d.run("status").output.contains("warning: an upgrade failed after its exec"))
         #expect(s.read("app.log").contains("error: cannot take the supervisor's state over: this build cannot read the state"))

@@ -66,7 +66,9 @@ final class SshServer {
         return (code, c.log, Date().timeIntervalSince(started))
     }
 
-    deinit { child.signal(SIGTERM) }
+    // Waits for sshd to exit: it removes its pid file as it goes, and the
+    // scratch directory's removal must not race with that.
+    deinit { _ = child.stop() }
 }
 
 @Suite(.serialized) struct SshTests {

@@ -150,6 +150,11 @@ public func isGone(_ pid: pid_t) -> Bool {
     return fields.first == "Z"
 }
 
+/// The name ps, top and pgrep show for a process (/proc/PID/comm).
+public func processName(_ pid: pid_t) -> String {
+    ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .newlines)
+}
+
 /// The command line of a process, spaces between the arguments.
 public func commandLineOf(_ pid: pid_t) -> String {
     guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "" }

@@ -78,6 +78,10 @@ int baton_wtermsig(int status);
 /// blocking flock interrupted by SIGALRM). Returns 0, or -1 with errno
 /// (EINTR: the deadline passed).
 int baton_flock_timeout(int fd, long long timeout_ms);
+/* Sets this process's name as ps, top and pgrep show it (/proc/self/comm),
+ * at most 15 bytes. A program started from /proc/self/exe or a descriptor is
+ * otherwise named "exe" or a number. */
+int baton_set_process_name(const char *name);
 
 /// An inotify descriptor (close-on-exec, non-blocking) watching `dir` for
 /// files created, moved in or written; -1 on error.
