@@ -11,12 +11,6 @@
 # A second deploy waits for the first. It returns at once over ssh, with or
 # without a terminal, and the daemon outlives the ssh session.
 #
-# --health /health: the new generation takes over only once it answered
-# GET /health with a 2xx over a private socket (the example app has that
-# route; name a cheap one of yours). Without a probe, readiness is "alive 1 s,
-# then up 1 s more", which a release that dies while loading can outlast on a
-# machine short of CPU.
-#
 # Starman: --preload-app makes a release that dies while loading fail at once
 # (without it the master lives on while its workers crash in a loop, and the
 # release looks alive); QUIT retires the old generation gracefully (TERM would
@@ -48,5 +42,5 @@ set -eu
 : "${APP:=myapp}" "${APP_ROOT:=/srv/myapp}" "${LISTEN:=127.0.0.1:8080}"
 
 exec baton deploy --name "$APP" --release "$1" --current "$APP_ROOT/current" \
-    --listen "$LISTEN" --dir "$APP_ROOT/current" --signal-on-hup QUIT --health /health \
+    --listen "$LISTEN" --dir "$APP_ROOT/current" --signal-on-hup QUIT \
     -- starman --preload-app --workers 4 --disable-keepalive app.psgi
