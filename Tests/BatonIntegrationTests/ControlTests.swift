@@ -35,9 +35,7 @@ struct Daemon {
         batonCommand([command] + where_ + options, in: s)
     }
 
-    var supervisorPid: pid_t? {
-        (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    }
+    var supervisorPid: pid_t? { pidInFile(pidFile) }
 
     var port: UInt16? {
         guard let log = try? String(contentsOfFile: s.path + "/app.log", encoding: .utf8),

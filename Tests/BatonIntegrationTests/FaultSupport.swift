@@ -495,15 +495,6 @@ func tcpListenerInodes() -> Set<String> {
     return out
 }
 
-/// A field of /proc/PID/status, such as VmRSS or Uid.
-func procStatus(_ pid: pid_t, _ field: String) -> String? {
-    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
-        return line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces)
-    }
-    return nil
-}
-
 /// The resident set of `pid` in KiB.
 func rssKiB(_ pid: pid_t) -> Int? {
     procStatus(pid, "VmRSS").flatMap { Int($0.split(separator: " ").first ?? "") }

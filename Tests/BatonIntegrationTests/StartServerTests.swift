@@ -174,8 +174,7 @@ extension Binaries {
         #expect(r.code == 0, "\(r.output)")
         let p = try boundPort((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
         #expect(body(httpGet(port: p)) != nil)
-        let daemon = try #require(
-            pid_t(((try? String(contentsOfFile: pid, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)))
+        let daemon = try #require(pidInFile(pid))
         #expect(processName(daemon) == "start_server")
         #expect(run(s, ["--stop", "--pid-file=\(pid)"]).code == 0)
         #expect(!FileManager.default.fileExists(atPath: pid))

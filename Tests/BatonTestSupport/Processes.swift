@@ -133,15 +133,37 @@ public func procStat(_ pid: pid_t) -> [Substring]? {
     return stat[stat.index(after: close)...].split(separator: " ")
 }
 
+/// The pids of every live process (zombies left out).
+public func livePids() -> [pid_t] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { pid_t($0) }.filter { !isGone($0) }
+}
+
 /// The pids of every live process in process group `pgid`.
 public func processGroupMembers(_ pgid: pid_t) -> [pid_t] {
-    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-    return entries.compactMap { name -> pid_t? in
-        guard let pid = pid_t(name), let fields = procStat(pid), fields.count > 3, fields[0] != "Z", pid_t(fields[2]) == pgid else {
-            return nil
-        }
-        return pid
+    livePids().filter { pid in procStat(pid).map { $0.count > 3 && pid_t($0[2]) == pgid } ?? false }
+}
+
+/// A field of /proc/PID/status, such as VmRSS or Uid.
+public func procStatus(_ pid: pid_t, _ field: String) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
+        return line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces)
     }
+    return nil
+}
+
+/// The live processes whose real uid is `uid`, each as "PID command line".
+public func processesOf(uid: uid_t) -> [String] {
+    livePids().compactMap { pid in
+        guard procStatus(pid, "Uid")?.split(whereSeparator: \.isWhitespace).first == Substring(String(uid)) else { return nil }
+        return "\(pid) \(commandLineOf(pid))"
+    }
+}
+
+/// The pid a pid file holds, if it holds one.
+public func pidInFile(_ path: String) -> pid_t? {
+    (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
 }
 
 /// True when `pid` is gone (or a zombie).

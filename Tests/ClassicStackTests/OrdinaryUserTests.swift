@@ -178,16 +178,3 @@ extension ClassicStack {
         }
     }
 }
-
-/// The live processes (not zombies) of `uid`, with their command lines.
-func processesOf(uid: uid_t) -> [String] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { name -> String? in
-        guard let pid = pid_t(name), !isGone(pid),
-            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }),
-            line.split(separator: "\t").dropFirst().first == Substring(String(uid))
-        else { return nil }
-        return "\(pid) \(commandLineOf(pid))"
-    }
-}
