@@ -124,8 +124,9 @@ extension ControlStatus {
     /// The message as one JSON object.
     public var json: JSON {
         object([
-            ("v", .int(ControlProtocol.version)), ("type", .string("status")), ("ok", .bool(true)), ("code", .string("running")),
-            ("exit", .int(0)), ("pid", .int(pid)), ("uptime_ms", .int(uptimeMilliseconds)), ("started_at", .int(startedAt)),
+            ("v", .int(ControlProtocol.version)), ("type", .string("status")), ("ok", .bool(true)),
+            ("code", .string(crashLoop == nil ? "running" : BatonError.Code.crashLooping.name)), ("exit", .int(exitCode)),
+            ("pid", .int(pid)), ("uptime_ms", .int(uptimeMilliseconds)), ("started_at", .int(startedAt)),
             ("state", .string(state)), ("version", .string(version)), ("binary", binary.map(JSON.string)),
             ("binary_id", binaryID.map(JSON.string)), ("configuration", configuration),
             ("reexecuted_at", .optional(reexecutedAt)), ("reexecutions", .int(reexecutions)),
@@ -140,6 +141,7 @@ extension ControlStatus {
             ("generations", .array(generations.map(\.json))), ("command", .array(command.map(JSON.string))),
             ("serving", .optional(serving)), ("pid_file", pidFile.map(JSON.string)), ("control", control.map(JSON.string)),
             ("log_file", logFile.map(JSON.string)), ("last_attempt", lastAttempt?.json),
+            ("crash_loop", crashLoop?.json), ("probation", probation?.json), ("stable_release", stableRelease.map(JSON.string)),
         ])
     }
 
@@ -167,6 +169,37 @@ extension ControlStatus {
         control = j["control"]?.string
         logFile = j["log_file"]?.string
         lastAttempt = j["last_attempt"].flatMap(Attempt.init(json:))
+        crashLoop = j["crash_loop"].flatMap(CrashLoop.init(json:))
+        probation = j["probation"].flatMap(Probation.init(json:))
+        stableRelease = j["stable_release"]?.string
+    }
+}
+
+extension ControlStatus.CrashLoop {
+    var json: JSON {
+        object([
+            ("release", .string(release)), ("deaths", .int(deaths)), ("last_generation", .int(lastGeneration)),
+            ("last_reason", .string(lastReason)), ("ago_ms", .int(agoMilliseconds)), ("rolled_back_to", rolledBackTo.map(JSON.string)),
+        ])
+    }
+
+    init?(json j: JSON) {
+        guard let release = j["release"]?.string, let deaths = j["deaths"]?.int else { return nil }
+        self.init(
+            release: release, deaths: deaths, lastGeneration: j["last_generation"]?.int ?? 0, lastReason: j["last_reason"]?.string ?? "",
+            agoMilliseconds: j["ago_ms"]?.int64 ?? 0)
+        rolledBackTo = j["rolled_back_to"]?.string
+    }
+}
+
+extension ControlStatus.Probation {
+    var json: JSON {
+        object([("generation", .int(generation)), ("reserve", .array(reserve.map { .int($0) })), ("left_ms", .int(leftMilliseconds))])
+    }
+
+    init?(json j: JSON) {
+        guard let generation = j["generation"]?.int else { return nil }
+        self.init(generation: generation, reserve: j["reserve"]?.array?.compactMap(\.int) ?? [], leftMilliseconds: j["left_ms"]?.int64 ?? 0)
     }
 }
 

@@ -204,7 +204,7 @@ public struct ControlStatus: Sendable, Equatable {
     public struct Generation: Sendable, Equatable {
         public var number: Int
         public var pid: Int32
-        /// starting, probing, settling, serving, draining, failing, killed.
+        /// starting, probing, settling, probation, serving, reserve, draining, failing, killed.
         public var state: String
         public var ageMilliseconds: Int64
         public var releaseDir: String
@@ -245,6 +245,45 @@ public struct ControlStatus: Sendable, Equatable {
         }
     }
 
+    /// A release whose generations died soon after getting ready, several in a row.
+    public struct CrashLoop: Sendable, Equatable {
+        /// The release (realpath).
+        public var release: String
+        /// How many generations died in a row.
+        public var deaths: Int
+        /// The last one, and what ended it.
+        public var lastGeneration: Int
+        public var lastReason: String
+        public var agoMilliseconds: Int64
+        /// The release started instead, if it was rolled back.
+        public var rolledBackTo: String?
+
+        /// A crash loop.
+        public init(release: String, deaths: Int, lastGeneration: Int, lastReason: String, agoMilliseconds: Int64) {
+            self.release = release
+            self.deaths = deaths
+            self.lastGeneration = lastGeneration
+            self.lastReason = lastReason
+            self.agoMilliseconds = agoMilliseconds
+        }
+    }
+
+    /// A generation on probation.
+    public struct Probation: Sendable, Equatable {
+        public var generation: Int
+        /// The generations kept in reserve.
+        public var reserve: [Int]
+        /// How long it has left.
+        public var leftMilliseconds: Int64
+
+        /// A probation.
+        public init(generation: Int, reserve: [Int], leftMilliseconds: Int64) {
+            self.generation = generation
+            self.reserve = reserve
+            self.leftMilliseconds = leftMilliseconds
+        }
+    }
+
     public var pid: Int32
     public var uptimeMilliseconds: Int64
     /// Seconds since the epoch.
@@ -273,6 +312,15 @@ public struct ControlStatus: Sendable, Equatable {
     public var control: String?
     public var logFile: String?
     public var lastAttempt: Attempt?
+    /// The crash loop of the release it runs, if any: `status` then exits 13.
+    public var crashLoop: CrashLoop?
+    /// The generation on probation, if one is.
+    public var probation: Probation?
+    /// The last release that served stably (realpath), where known.
+    public var stableRelease: String?
+
+    /// The exit code of `status`: 0, or 13 while the release crash-loops.
+    public var exitCode: Int32 { crashLoop == nil ? 0 : BatonError.Code.crashLooping.exitCode }
 
     /// A status with no generation.
     public init(pid: Int32, uptimeMilliseconds: Int64, startedAt: Int, state: String, version: String) {

@@ -207,6 +207,17 @@ extension SupervisorStateMachine.Snapshot {
         }
         if let lastRestartAt { o["last_restart_at"] = lastRestartAt.stateJSON }
         if let lastAttempt { o["last_attempt"] = lastAttempt.stateJSON }
+        if appSendsReady { o["app_sends_ready"] = .bool(true) }
+        if let c = crashLoop {
+            var l: [String: JSON] = [
+                "release_dir": .string(c.releaseDir), "deaths": .int(c.deaths), "last_generation": .int(c.lastGeneration),
+                "last_reason": .string(c.lastReason), "last_at": c.lastAt.stateJSON,
+            ]
+            if let to = c.rolledBackTo { l["rolled_back_to"] = .string(to) }
+            o["crash_loop"] = .object(l)
+        }
+        if let stableRelease { o["stable_release"] = .string(stableRelease) }
+        if let pinnedRelease { o["pinned_release"] = .string(pinnedRelease) }
         return .object(o)
     }
 
@@ -269,5 +280,16 @@ extension SupervisorStateMachine.Snapshot {
             },
             sockets: sockets, groups: groups, statusEntries: statusEntries, nextSocketID: next, listenerSockets: listenerSockets,
             retiredListeners: retired)
+        appSendsReady = j["app_sends_ready"]?.bool ?? false
+        if let c = j["crash_loop"] {
+            guard let dir = c["release_dir"]?.string, let deaths = c["deaths"]?.int, let last = c["last_generation"]?.int else {
+                throw malformed("the crash loop")
+            }
+            crashLoop = SupervisorStateMachine.CrashLoop(
+                restoring: dir, deaths: deaths, lastGeneration: last, lastReason: c["last_reason"]?.string ?? "",
+                lastAt: try Instant(stateJSON: c["last_at"], "the crash loop's last_at"), rolledBackTo: c["rolled_back_to"]?.string)
+        }
+        stableRelease = j["stable_release"]?.string
+        pinnedRelease = j["pinned_release"]?.string
     }
 }

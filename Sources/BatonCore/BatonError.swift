@@ -37,11 +37,14 @@ public struct BatonError: Error, CustomStringConvertible, Sendable {
         public static let unknown = Code(name: "unknown", exitCode: 4)
         /// A re-exec of the supervisor was refused: the new program's check failed.
         public static let upgradeFailed = Code(name: "upgrade-failed", exitCode: 12)
+        /// `status`: the supervisor runs, but the release it runs is
+        /// crash-looping, or was rolled back after it did.
+        public static let crashLooping = Code(name: "crash-looping", exitCode: 13)
 
         /// Every code, in exit-code order.
         public static let all: [Code] = [
             .failure, .usage, .notRunning, .unknown, .alreadyRunning, .generationFailed, .timeout, .bindFailed, .commandNotFound,
-            .startFailed, .busy, .upgradeFailed,
+            .startFailed, .busy, .upgradeFailed, .crashLooping,
         ]
 
         /// The code with this `name`, if there is one.

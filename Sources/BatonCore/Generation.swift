@@ -37,6 +37,18 @@ public struct Generation: Sendable, Equatable {
     public internal(set) var status: String?
     /// The last health probe's result.
     public internal(set) var lastProbe: ProbeResult?
+    /// `READY=1` came from its main process.
+    public internal(set) var notified = false
+    /// It must prove that it accepts: it has sockets of its own (TCP or unix
+    /// stream) that the supervisor can reach it on before any client does.
+    public internal(set) var needsProof = false
+    /// The probe connections of that proof, one per socket of its own, while
+    /// none has been taken yet.
+    public internal(set) var proof: [SocketID: ProofProbe] = [:]
+    /// How it proved that it accepts, once it did.
+    public internal(set) var proven: String?
+    /// It counts as ready no sooner than this (`start_server --interval`).
+    public internal(set) var notBefore: Instant?
 
     /// The phase's name, as `status` shows it: starting, probing, settling,
     /// serving, draining, failing or killed.
@@ -68,6 +80,29 @@ public struct Generation: Sendable, Equatable {
     public var isUp: Bool {
         guard readyAt != nil else { return false }
         return teardown?.reason != .failed
+    }
+}
+
+/// One probe connection of the proof of readiness: the supervisor connects
+/// to a socket of the generation's own, where no client is sent yet, and
+/// watches the app take it from the accept queue.
+public enum ProofProbe: Sendable, Equatable {
+    /// To be connected then (at the spawn; again after a connect failed).
+    case due(Instant)
+    /// The shell is connecting it.
+    case connecting
+    /// Connected and not known to be taken yet. `seen`: a reading found the
+    /// queue holding it (a later empty reading then means the app took it);
+    /// the next reading is due at `nextReading` (nil: one is under way).
+    case waiting(seen: Bool, nextReading: Instant?)
+
+    /// The instant the machine must act at, if any.
+    public var instant: Instant? {
+        switch self {
+        case .due(let at): return at
+        case .connecting: return nil
+        case .waiting(_, let next): return next
+        }
     }
 }
 

@@ -37,6 +37,14 @@ public enum SupervisorEvent: Sendable, Equatable {
     case childExited(pid: Int32, status: ExitStatus)
     /// A health probe finished.
     case probeFinished(generation: Int, result: ProbeResult)
+    /// The proof connection to `socket` of a generation was made (`failure`
+    /// nil) or could not be (`failure` says why).
+    case proofConnected(generation: Int, socket: SocketID, failure: String?)
+    /// Readings of the accept queues that hold a generation's proof connections.
+    case proofQueues(generation: Int, lengths: [SocketID: Int])
+    /// The app answered or closed a proof connection while its listener
+    /// still listens: it took the connection from the queue.
+    case proofAnswered(generation: Int, socket: SocketID)
     /// The accept queues of a retiring generation's own sockets hold this many connections.
     case queueMeasured(generation: Int, length: Int)
     /// A listening socket stopped listening (a process that holds it shut it down).
@@ -60,6 +68,28 @@ public struct SocketOpening: Sendable, Equatable {
     public var listener: Int?
     /// The generation it is for.
     public var generation: Int
+}
+
+/// How a proof connection reaches a socket that is not the group's target:
+/// while it connects, the group's program returns `probeIndex` for packets
+/// from the connection's own source port and `otherIndex` for the rest.
+public struct ProofSteer: Sendable, Equatable {
+    /// The listener.
+    public var listener: Int
+    /// A socket of the group to attach the program through.
+    public var via: SocketID
+    /// The slot of the socket to prove.
+    public var probeIndex: Int
+    /// The slot every other connection goes to (the attached program's).
+    public var otherIndex: Int
+
+    /// A route.
+    public init(listener: Int, via: SocketID, probeIndex: Int, otherIndex: Int) {
+        self.listener = listener
+        self.via = via
+        self.probeIndex = probeIndex
+        self.otherIndex = otherIndex
+    }
 }
 
 /// The final answer to a request, decided by the machine: its code names the exit code.
@@ -89,9 +119,10 @@ public struct Answer: Sendable, Equatable {
 /// What the shell must do, in order.
 public enum SupervisorAction: Sendable, Equatable {
     /// Open the `open` sockets (closing them again if one fails), then spawn
-    /// the generation with `sockets` at descriptors 3, 4, ...; feed back
-    /// `.spawned` or `.spawnFailed`.
-    case spawn(generation: Int, sockets: [SocketID], open: [SocketOpening])
+    /// the generation with `sockets` at descriptors 3, 4, ..., in `release`
+    /// (nil: the configured directory, resolved now); feed back `.spawned` or
+    /// `.spawnFailed`.
+    case spawn(generation: Int, sockets: [SocketID], open: [SocketOpening], release: String?)
     /// Attach a classic BPF program to the SO_REUSEPORT group of `via` that
     /// sends every new connection to slot `index`.
     case steer(listener: Int, via: SocketID, index: Int)
@@ -105,6 +136,17 @@ public enum SupervisorAction: Sendable, Equatable {
     case relisten(SocketID)
     /// Close these sockets (and remove a unix socket's temporary file).
     case close([SocketID])
+    /// Connect a proof connection to generation `generation`'s own `socket`
+    /// from a port of the supervisor's own (through `steer`, when the socket
+    /// is not the one clients reach: a program that sends that port alone to
+    /// it, attached for the connect and replaced by the plain one after),
+    /// then shut its sending side; feed back `.proofConnected`, and
+    /// `.proofAnswered` when the app answers or closes it.
+    case connectProof(generation: Int, socket: SocketID, steer: ProofSteer?)
+    /// Read the accept queues of these sockets; feed back `.proofQueues`.
+    case readProofQueues(generation: Int, sockets: [SocketID])
+    /// Close every proof connection of this generation.
+    case dropProof(generation: Int)
     /// Probe this generation's health over `socket`; feed back `.probeFinished`.
     case probe(generation: Int, socket: SocketID)
     /// Give up on the probe under way; feed back `.probeFinished` with what came.

@@ -7,32 +7,68 @@
 public struct SupervisorPolicy: Sendable, Equatable {
     /// How a new generation proves it is ready.
     public enum Readiness: Sendable, Equatable, CustomStringConvertible {
-        /// Only `READY=1` on the notify socket counts.
+        /// Proof, plus `READY=1` where it must come: `READY=1` is required
+        /// and, where the generation has sockets of its own, a probe
+        /// connection accepted on one of them.
         case notify
-        /// Being alive for this long counts (Server::Starter's `--interval`).
+        /// The clock: being alive for this long counts (Server::Starter's
+        /// `--interval`). A guess: it proves nothing about serving.
         case alive(Duration)
-        /// `READY=1` if it comes first, otherwise alive for `fallback`.
+        /// The default. A generation with sockets of its own is ready once it
+        /// took a probe connection from one of them, and `READY=1` too once
+        /// the app has been seen to send it. One without (shared, UDP or no
+        /// listeners): `READY=1`, otherwise alive for `fallback`.
         case auto(fallback: Duration)
 
-        /// True when `READY=1` makes a generation ready (not in `.alive`).
+        /// True when `READY=1` counts (not in `.alive`).
         public var acceptsReadyMessage: Bool {
             if case .alive = self { return false }
             return true
         }
 
+        /// True when a probe connection must be accepted (not in `.alive`).
+        public var wantsProof: Bool { acceptsReadyMessage }
+
         public var description: String {
             switch self {
-            case .notify: return "notify"
-            case .alive(let d): return d.humanDescription
-            case .auto(let d): return "auto (READY=1, else alive \(d.humanDescription))"
+            case .notify: return "notify (READY=1, and a probe connection accepted on its own socket)"
+            case .alive(let d): return "\(d.humanDescription) alive (a guess: no proof)"
+            case .auto(let d):
+                return "auto (a probe connection accepted on its own socket, and READY=1 where the app sends it; "
+                    + "without a socket of its own: READY=1, else alive \(d.humanDescription))"
             }
         }
     }
 
     /// How a new generation proves it is ready.
     public var readiness: Readiness = .auto(fallback: .seconds(1))
-    /// How long a ready generation must stay up before the old one is signalled.
-    public var settle: Duration = .seconds(1)
+    /// A generation counts as ready no sooner than this after its spawn,
+    /// whatever proved it (`start_server --interval`: Server::Starter's
+    /// meaning, kept).
+    public var minimumAlive: Duration = .zero
+    /// How long a ready generation waits before it takes over (`--settle`;
+    /// 0 by default: probation does this job with the old one in reserve).
+    public var settle: Duration = .zero
+    /// After a new generation took over, the old one is kept, unsignalled,
+    /// this long in reserve: if the new one exits, stops accepting or fails
+    /// its health probe meanwhile, new connections go back to the old one
+    /// and the attempt fails. 0: no probation.
+    public var probation: Duration = .seconds(5)
+    /// How often the queue holding a proof connection is read while the app
+    /// has not taken it (there is no event for "taken").
+    public var proofReadInterval: Duration = .milliseconds(10)
+    /// The wait before a proof connection that could not be made is tried again.
+    public var proofRetryDelay: Duration = .milliseconds(200)
+    /// How often a generation on probation has its accept queue read.
+    public var probationReadInterval: Duration = .milliseconds(20)
+    /// On probation: a queue that grew and from which nothing was taken for
+    /// this long means the generation stopped accepting.
+    public var stallTimeout: Duration = .seconds(2)
+    /// Generations of one release that die this many times in a row, each
+    /// within `crashLoopWindow` of getting ready, make it crash-looping.
+    public var crashLoopDeaths = 3
+    /// See `crashLoopDeaths`; a generation that served this long served stably.
+    public var crashLoopWindow: Duration = .seconds(60)
     /// A generation not ready by then is stopped and the attempt fails.
     public var readyTimeout: Duration = .seconds(60)
     /// Extra wait between the new generation settling and the old one's signal.

@@ -11,7 +11,10 @@ extension SupervisorStateMachine {
             return
         }
         if let current = attempt ?? retry?.attempt {
-            if queued == nil { out.append(.report(Reports.restartQueued(behind: current.generation))) }
+            if queued == nil {
+                out.append(
+                    .report(Reports.restartQueued(behind: current.generation, onProbation: probation?.generation == current.generation)))
+            }
             queued = (queued ?? []) + requests
             return
         }
@@ -40,8 +43,10 @@ extension SupervisorStateMachine {
                 .notifySystemd(
                     "RELOADING=1\nMONOTONIC_USEC=\(now.nanoseconds / 1000)\nSTATUS=restarting: starting generation \(lastGeneration)"))
         }
+        // A restart asked for runs what the configuration names again.
+        if reason == .restart, tries == 1, pinnedRelease != nil { pinnedRelease = nil }
         let (sockets, open) = socketsForSpawn(of: lastGeneration, &out)
-        out.append(.spawn(generation: lastGeneration, sockets: sockets, open: open))
+        out.append(.spawn(generation: lastGeneration, sockets: sockets, open: open, release: pinnedRelease))
     }
 
     mutating func stopRequested(_ request: RequestID?, code: Int32, now: Instant, _ out: inout [SupervisorAction]) {
@@ -59,6 +64,8 @@ extension SupervisorStateMachine {
             if attempt == nil { attempt = pending.attempt }
         }
         out.append(.report(Reports.stopping(generations.count)))
+        let onProbation = probation?.generation
+        probation = nil
         let queuedRequests = queued ?? []
         queued = nil
         if let current = attempt {
@@ -67,7 +74,9 @@ extension SupervisorStateMachine {
             let outcome: AttemptOutcome =
                 current.reason == .initial
                 ? .failed(generation: current.generation, reason: "the supervisor is stopping")
-                : .rejected(reason: "the supervisor is stopping; generation \(current.generation) was stopped before it was ready")
+                : .rejected(
+                    reason: "the supervisor is stopping; generation \(current.generation) was stopped "
+                        + (onProbation == current.generation ? "during its probation" : "before it was ready"))
             finishAttempt(current, outcome, now: now, &out)
         }
         for r in queuedRequests { out.append(.answer(r.id, Answer(.busy, "restart refused: the supervisor is stopping"))) }
@@ -86,6 +95,8 @@ extension SupervisorStateMachine {
         out.append(.report(Reports.outcome(outcome, stillServing: serving)))
         switch outcome {
         case .succeeded(let generation, let pid, _, _):
+            // New code went live and passed its probation: a crash loop before it is over.
+            if finished.reason == .restart { crashLoop = nil }
             out.append(.notifySystemd("READY=1\nSTATUS=serving generation \(generation) (pid \(pid))"))
         case .failed:
             if let s = serving {
@@ -158,6 +169,7 @@ extension SupervisorStateMachine {
     }
 
     mutating func scheduleRespawn(now: Instant, _ out: inout [SupervisorAction]) {
+        rollBackIfLooping(&out)
         respawnAt = now + backoff
         out.append(.report(Reports.respawnScheduled(in: backoff)))
         backoff = min(backoff * 2, policy.backoffMax)

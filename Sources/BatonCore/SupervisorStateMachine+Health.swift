@@ -44,7 +44,9 @@ extension SupervisorStateMachine {
                 generations[i].phase = .probing(readyBy: readyBy, probe: .due(now + health.interval))
             }
         case .serving(.running?, let failures):
-            let next = health.every.map { ProbeSchedule.due(now + $0) }
+            let onProbation = probation?.generation == number
+            let every = onProbation ? (health.every ?? health.interval) : health.every
+            let next = every.map { ProbeSchedule.due(now + $0) }
             if result.passed {
                 generations[i].phase = .serving(probe: next, failures: 0)
                 return
@@ -52,6 +54,11 @@ extension SupervisorStateMachine {
             let count = failures + 1
             out.append(.report(Reports.probeFailed(g, result, count: count, of: health.failuresBeforeRestart)))
             generations[i].phase = .serving(probe: next, failures: count)
+            if onProbation, count >= health.failuresBeforeRestart {
+                probationFailed(
+                    reason: "failed \(count) health probes in a row during its probation (last: \(result))", exited: nil, now: now, &out)
+                return
+            }
             if count >= health.failuresBeforeRestart, phase == .running, attempt == nil, retry == nil {
                 generations[i].phase = .serving(probe: next, failures: 0)
                 out.append(.report(Reports.unhealthy(g, failures: health.failuresBeforeRestart)))

@@ -32,6 +32,14 @@ extension SupervisorStateMachine {
         public var statusEntries: [StatusEntry]
         /// The next socket id to hand out.
         public var nextSocketID: SocketID
+        /// The app was seen to send `READY=1`.
+        public var appSendsReady = false
+        /// The deaths in a row of the last release that died soon after getting ready.
+        public var crashLoop: CrashLoop?
+        /// The last release that served stably.
+        public var stableRelease: String?
+        /// The release respawns start instead of the configured one (a rollback).
+        public var pinnedRelease: String?
 
         /// A snapshot.
         public init(
@@ -72,10 +80,15 @@ extension SupervisorStateMachine {
     /// The state to hand over; nil unless the machine is quiet.
     public var snapshot: Snapshot? {
         guard isQuiet else { return nil }
-        return Snapshot(
+        var s = Snapshot(
             listeners: listeners, generations: generations, lastGeneration: lastGeneration, queued: queued, lastRestartAt: lastRestartAt,
             backoff: backoff, lastAttempt: lastAttempt, sockets: sockets, groups: groups, statusEntries: statusEntries,
             nextSocketID: nextSocketID, listenerSockets: listenerSockets, retiredListeners: retiredListeners)
+        s.appSendsReady = appSendsReady
+        s.crashLoop = crashLoop
+        s.stableRelease = stableRelease
+        s.pinnedRelease = pinnedRelease
+        return s
     }
 
     /// A machine that takes up from `snapshot` with `policy` (the new
@@ -97,6 +110,10 @@ extension SupervisorStateMachine {
         groups = snapshot.groups
         statusEntries = snapshot.statusEntries
         nextSocketID = snapshot.nextSocketID
+        appSendsReady = snapshot.appSendsReady
+        crashLoop = snapshot.crashLoop
+        stableRelease = snapshot.stableRelease
+        pinnedRelease = snapshot.pinnedRelease
     }
 
     mutating func reexecRequested(_ id: RequestID, _ out: inout [SupervisorAction]) {
@@ -163,6 +180,17 @@ extension ReuseportGroup {
         for m in members { join(m) }
         self.target = target
         self.attachedIndex = attachedIndex
+    }
+}
+
+extension SupervisorStateMachine.CrashLoop {
+    /// A crash loop as a snapshot describes it.
+    public init(
+        restoring releaseDir: String, deaths: Int, lastGeneration: Int, lastReason: String, lastAt: Instant, rolledBackTo: String?
+    ) {
+        self.init(
+            releaseDir: releaseDir, deaths: deaths, lastGeneration: lastGeneration, lastReason: lastReason, lastAt: lastAt,
+            rolledBackTo: rolledBackTo)
     }
 }
 

@@ -7,6 +7,7 @@ public struct Report: Sendable, Equatable, CustomStringConvertible {
         case killed, respawnScheduled, queued, notified, ignored, stopping, stopped, rejected
         case steered, queueDrained
         case reexec
+        case proven, probation, steeredBack, crashLoop
     }
     /// What happened.
     public var kind: Kind
@@ -97,7 +98,51 @@ enum Reports {
         about(g, .failed, reason, elapsed: elapsed)
     }
 
-    static func notReady(after timeout: Duration) -> String { "not ready after \(timeout.humanDescription): stopped" }
+    static func notReady(after timeout: Duration, missing: String = "") -> String {
+        "not ready after \(timeout.humanDescription)\(missing.isEmpty ? "" : " (\(missing))"): stopped"
+    }
+
+    static func proofNotConnected(_ g: Generation, _ failure: String, retryingIn delay: Duration) -> Report {
+        about(g, .notified, "cannot make a probe connection to its own socket (\(failure)); trying again in \(delay.humanDescription)")
+    }
+
+    static func proven(_ g: Generation, how: String, socket: SocketID, after: Duration) -> Report {
+        about(g, .proven, "accepts: it \(how) on its own socket \(socket), \(after.humanDescription) after its spawn", elapsed: after)
+    }
+
+    static func onProbation(_ g: Generation, for probation: Duration, reserve: [Int]) -> Report {
+        let kept =
+            reserve.isEmpty
+            ? "nothing to fall back to"
+            : "generation \(reserve.map(String.init).joined(separator: ", ")) kept in reserve, unsignalled"
+        return about(g, .probation, "serving, on probation for \(probation.humanDescription) (\(kept)); waiting")
+    }
+
+    static func probationPassed(_ g: Generation, after: Duration, retiring: [Int]) -> Report {
+        about(
+            g, .serving,
+            "passed its probation (\(after.humanDescription))"
+                + (retiring.isEmpty ? "" : "; retiring generation \(retiring.map(String.init).joined(separator: ", "))"),
+            elapsed: after)
+    }
+
+    static func steeredBack(_ g: Generation, from failed: Int) -> Report {
+        about(g, .steeredBack, "new connections go back to it (generation \(failed) failed its probation)")
+    }
+
+    static func crashLooping(_ loop: SupervisorStateMachine.CrashLoop, window: Duration) -> Report {
+        Report(
+            kind: .crashLoop, generation: loop.lastGeneration,
+            message:
+                "release \(loop.releaseDir) is crash-looping: \(loop.deaths) generations in a row died within "
+                + "\(window.humanDescription) of getting ready (last: \(loop.lastReason))")
+    }
+
+    static func rollingBack(from looping: String, to stable: String) -> Report {
+        Report(
+            kind: .crashLoop,
+            message: "rolling back: starting \(stable), the last release that served stably, instead of the crash-looping \(looping)")
+    }
 
     static func notHealthy(after timeout: Duration, _ last: String) -> String {
         "not healthy after \(timeout.humanDescription) (\(last)): stopped"
@@ -138,10 +183,12 @@ enum Reports {
         Report(kind: .rejected, message: "restart ignored: the supervisor is stopping")
     }
 
-    static func restartQueued(behind generation: Int) -> Report {
+    static func restartQueued(behind generation: Int, onProbation: Bool = false) -> Report {
         Report(
             kind: .queued, generation: generation,
-            message: "restart asked for while generation \(generation) is starting: one more restart will follow it")
+            message:
+                "restart asked for while generation \(generation) is \(onProbation ? "on probation" : "starting"): one more restart will follow it"
+        )
     }
 
     static func retrying(_ number: Int, in delay: Duration, try n: Int, of total: Int) -> Report {

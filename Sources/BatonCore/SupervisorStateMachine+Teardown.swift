@@ -12,8 +12,11 @@ extension SupervisorStateMachine {
     /// signal back for more than about a second at the default 200 ms).
     public static let maxHandshakeWindows = 5
 
-    /// The steps that end a generation for `reason`.
-    func plan(_ reason: Teardown.Reason, for number: Int) -> [Teardown.Step] {
+    /// The steps that end a generation for `reason`. `steeredAway`: when
+    /// new connections stopped reaching it (a retirement after a probation
+    /// longer than the handshake window needs no window: any handshake begun
+    /// before the switch completed long ago).
+    func plan(_ reason: Teardown.Reason, for number: Int, steeredAway: Instant? = nil, now: Instant? = nil) -> [Teardown.Step] {
         switch reason {
         case .failed:
             return [.signalGroup(SIGTERM), .awaitExit(timeout: policy.failedStopGrace), .killGroup]
@@ -31,7 +34,8 @@ extension SupervisorStateMachine {
             if !ownSockets(of: number).isEmpty {
                 steps.append(.awaitEmptyQueue(timeout: policy.queueTimeout))
                 if policy.queueMigration { steps.append(.shutDownSockets) }
-                if policy.handshakeWindow > .zero {
+                let windowPassed = steeredAway.flatMap { at in now.map { $0 - at >= policy.handshakeWindow } } ?? false
+                if policy.handshakeWindow > .zero, !windowPassed {
                     steps.append(.pause(policy.handshakeWindow))
                     if !policy.queueMigration { steps.append(.awaitEmptyQueue(timeout: policy.queueTimeout)) }
                 }
@@ -41,8 +45,11 @@ extension SupervisorStateMachine {
     }
 
     /// Begins (or, for a stop, replaces) the teardown of the generation at `i`.
-    mutating func beginTeardown(at i: Int, _ reason: Teardown.Reason, now: Instant, _ out: inout [SupervisorAction]) {
-        generations[i].phase = .tearingDown(Teardown(reason, steps: plan(reason, for: generations[i].number), now: now))
+    mutating func beginTeardown(
+        at i: Int, _ reason: Teardown.Reason, steeredAway: Instant? = nil, now: Instant, _ out: inout [SupervisorAction]
+    ) {
+        let steps = plan(reason, for: generations[i].number, steeredAway: steeredAway, now: now)
+        generations[i].phase = .tearingDown(Teardown(reason, steps: steps, now: now))
         advance(at: i, now: now, &out)
     }
 
@@ -114,6 +121,10 @@ extension SupervisorStateMachine {
 
     /// A reading of a retiring generation's queues.
     mutating func queueMeasured(_ number: Int, length: Int, now: Instant, _ out: inout [SupervisorAction]) {
+        if probation?.generation == number {
+            probationReading(length: length, now: now, &out)
+            return
+        }
         guard let i = generations.firstIndex(where: { $0.number == number }), case .tearingDown(var t) = generations[i].phase,
             case .awaitEmptyQueue = t.current
         else { return }
@@ -148,6 +159,16 @@ extension SupervisorStateMachine {
         out.append(.signalGroup(pgid: pid, signal: SIGKILL))
         if case .probing(_, .running) = g.phase { out.append(.abortProbe(generation: g.number)) }
         if case .serving(.running?, _) = g.phase { out.append(.abortProbe(generation: g.number)) }
+        if !g.proof.isEmpty { out.append(.dropProof(generation: g.number)) }
+        if case .serving = g.phase, probation?.generation == g.number {
+            // New connections go back to the reserve before its socket is let go.
+            let reason = "\(status.clause) during its probation, \((now - (g.servingSince ?? now)).humanDescription) after it took over"
+            out.append(.report(Reports.failed(g, reason, elapsed: now - g.spawnedAt)))
+            releaseSockets(of: g.number, &out)
+            probationFailed(reason: reason, exited: g, now: now, &out)
+            finishStopIfDone(&out)
+            return
+        }
         releaseSockets(of: g.number, &out)
         switch g.phase {
         case .starting, .probing, .settling:
@@ -155,10 +176,17 @@ extension SupervisorStateMachine {
             if case .probing = g.phase, let last = g.lastProbe { when += " (last health probe: \(last))" }
             let reason = "\(status.clause) \(when), after \((now - g.spawnedAt).humanDescription)"
             out.append(.report(Reports.failed(g, reason, elapsed: now - g.spawnedAt)))
+            if attempt?.generation == g.number, attempt?.reason == .respawn { countDeath(g, reason: reason, now: now, &out) }
             attemptFailed(g.number, reason: reason, now: now, &out)
         case .serving:
-            out.append(.report(Reports.crashed(g, status, servedFor: now - (g.servingSince ?? now))))
+            let served = now - (g.servingSince ?? now)
+            out.append(.report(Reports.crashed(g, status, servedFor: served)))
+            reserveExited(g.number, &out)
             if let since = g.servingSince, now - since >= policy.backoffReset { backoff = policy.backoffInitial }
+            if phase == .running {
+                let after = g.readyAt.map { " \((now - $0).humanDescription) after it got ready" } ?? ""
+                countDeath(g, reason: "\(status.clause)\(after)", now: now, &out)
+            }
             if phase == .running, attempt == nil, serving == nil, retry == nil { scheduleRespawn(now: now, &out) }
         case .tearingDown(let t):
             if t.reason == .failed || t.killed {

@@ -65,6 +65,38 @@ public struct SupervisorStateMachine: Sendable {
         public let startedAt: Instant, finishedAt: Instant
     }
 
+    /// A generation that took over and is on probation: the ones it replaced
+    /// wait, unsignalled, in reserve until `until`.
+    public struct Probation: Sendable, Equatable {
+        /// The generation on probation.
+        public let generation: Int
+        /// The generations kept in reserve, oldest first.
+        public internal(set) var reserve: [Int]
+        /// When it began and when it passes.
+        public let startedAt: Instant, until: Instant
+        /// When its accept queue is read next (nil: not read, or a reading is under way).
+        var nextReading: Instant?
+        /// The last reading, and when the queue last read empty or shrank
+        /// (the app took a connection) and whether it grew since.
+        var lastLength = 0
+        var lastProgress: Instant
+        var grew = false
+    }
+
+    /// Generations of one release that died soon after getting ready, in a row.
+    public struct CrashLoop: Sendable, Equatable {
+        /// The release (realpath).
+        public let releaseDir: String
+        /// How many in a row.
+        public internal(set) var deaths: Int
+        /// The last one: its number, what ended it, and how long after it got ready.
+        public internal(set) var lastGeneration: Int
+        public internal(set) var lastReason: String
+        public internal(set) var lastAt: Instant
+        /// The release started instead, if it was rolled back (`rolledBackTo`).
+        public internal(set) var rolledBackTo: String?
+    }
+
     /// Requesters of a restart that succeeded, waiting for the retired generations to exit.
     struct DrainWaiter: Sendable, Equatable {
         var requests: [RequestID]
@@ -112,6 +144,19 @@ public struct SupervisorStateMachine: Sendable {
     /// A re-exec asked for and not carried out yet: it waits until the
     /// machine is quiet (`isQuiet`); restarts asked for meanwhile wait for it.
     public internal(set) var reexecPending: RequestID?
+    /// The generation on probation, if any (its attempt is still in flight).
+    public internal(set) var probation: Probation?
+    /// The app sends `READY=1`: a generation did. From then on it is a
+    /// condition of readiness under `--ready auto`.
+    public internal(set) var appSendsReady = false
+    /// The deaths in a row of the last release that died soon after getting ready.
+    public internal(set) var crashLoop: CrashLoop?
+    /// The last release that served stably: one of its generations was
+    /// retired by a restart, or served `crashLoopWindow`.
+    public internal(set) var stableRelease: String?
+    /// The release respawns start while a crash-looping one is rolled back
+    /// (nil: the configured directory). A restart asked for clears it.
+    public internal(set) var pinnedRelease: String?
     var stopRequests: [RequestID] = []
     var drainWaiters: [DrainWaiter] = []
     var nextSocketID: SocketID = 0
@@ -136,9 +181,11 @@ public struct SupervisorStateMachine: Sendable {
     /// The earliest deadline, for the shell's one timer; `nil`: wait for events only.
     public var nextDeadline: Instant? {
         var candidates = [respawnAt, retry?.at, autoRestartDeadline]
+        candidates += [probation?.until, probation?.nextReading]
         for g in generations {
+            candidates += g.proof.values.map(\.instant)
             switch g.phase {
-            case .starting(let readyBy, let aliveAt): candidates += [readyBy, aliveAt]
+            case .starting(let readyBy, let aliveAt): candidates += [readyBy, aliveAt, g.notBefore]
             case .probing(let readyBy, let probe): candidates += [readyBy, probe.instant]
             case .settling(let until): candidates.append(until)
             case .serving(let probe, _): candidates.append(probe?.instant)
@@ -181,6 +228,12 @@ public struct SupervisorStateMachine: Sendable {
             childExited(pid: pid, status: status, now: now, &out)
         case .probeFinished(let number, let result):
             probeFinished(number, result, now: now, &out)
+        case .proofConnected(let number, let socket, let failure):
+            proofConnected(number, socket: socket, failure: failure, now: now, &out)
+        case .proofQueues(let number, let lengths):
+            proofQueues(number, lengths: lengths, now: now, &out)
+        case .proofAnswered(let number, let socket):
+            proofAnswered(number, socket: socket, now: now, &out)
         case .queueMeasured(let number, let length):
             queueMeasured(number, length: length, now: now, &out)
         case .socketHungUp(let id):
@@ -224,11 +277,14 @@ public struct SupervisorStateMachine: Sendable {
         for number in generations.map(\.number) {
             guard let i = generations.firstIndex(where: { $0.number == number }) else { continue }
             switch generations[i].phase {
-            case .starting(let readyBy, let aliveAt):
-                if let aliveAt, aliveAt <= now {
-                    becameReady(at: i, via: "alive for \((aliveAt - generations[i].spawnedAt).humanDescription)", now: now, &out)
-                } else if readyBy <= now {
-                    failBeforeReady(at: i, reason: Reports.notReady(after: policy.readyTimeout), now: now, &out)
+            case .starting(let readyBy, _):
+                proofTick(at: i, now: now, &out)
+                guard case .starting = generations[i].phase else { break }
+                checkReady(at: i, now: now, &out)
+                guard case .starting = generations[i].phase else { break }
+                if readyBy <= now {
+                    failBeforeReady(
+                        at: i, reason: Reports.notReady(after: policy.readyTimeout, missing: missing(generations[i])), now: now, &out)
                 }
             case .probing(let readyBy, let probe):
                 if readyBy <= now {
@@ -248,7 +304,18 @@ public struct SupervisorStateMachine: Sendable {
                 teardownTick(at: i, now: now, &out)
             }
         }
+        probationTick(now: now, &out)
         attemptTick(now: now, &out)
+    }
+
+    /// The name `status` shows for `g`: its phase's, or `probation` for the
+    /// one on probation and `reserve` for those it may fall back to.
+    public func stateName(of g: Generation) -> String {
+        if let p = probation {
+            if p.generation == g.number { return "probation" }
+            if g.isServing, p.reserve.contains(g.number) { return "reserve" }
+        }
+        return g.stateName
     }
 }
 

@@ -12,11 +12,13 @@ enum EpollToken: Equatable {
     case probe(Int32)
     /// A listening socket watched for hang-ups.
     case listener(Int32)
+    /// A proof connection (the app answers or closes it once it took it).
+    case proof(Int32)
     /// The inotify descriptor of development mode.
     case watch
 
     private enum Kind: UInt64 {
-        case signals = 1, notify, control, connection, probe, listener, watch
+        case signals = 1, notify, control, connection, probe, listener, watch, proof
     }
 
     /// The 64 bits epoll carries: the kind above, the descriptor below.
@@ -29,6 +31,7 @@ enum EpollToken: Equatable {
         case .probe(let fd): Kind.probe.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
         case .listener(let fd): Kind.listener.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
         case .watch: Kind.watch.rawValue << 32
+        case .proof(let fd): Kind.proof.rawValue << 32 | UInt64(UInt32(bitPattern: fd))
         }
     }
 
@@ -42,6 +45,7 @@ enum EpollToken: Equatable {
         case .probe: self = .probe(fd)
         case .listener: self = .listener(fd)
         case .watch: self = .watch
+        case .proof: self = .proof(fd)
         case nil: return nil
         }
     }

@@ -139,12 +139,10 @@ public enum Listeners {
     }
 
     /// The connections waiting in a listener's accept queue (a unix socket
-    /// counts 1 for "some").
+    /// whose count the kernel does not tell counts 1 for "some").
     public static func queueLength(_ listener: Listener) -> Int {
-        if listener.isTCP {
-            let n = baton_tcp_accept_queue(listener.fd)
-            if n >= 0 { return Int(n) }
-        }
+        let n = listener.isTCP ? baton_tcp_accept_queue(listener.fd) : baton_unix_accept_queue(listener.fd)
+        if n >= 0 { return Int(n) }
         return baton_listener_has_pending(listener.fd) == 1 ? 1 : 0
     }
 

@@ -64,6 +64,7 @@ extension SupervisorPolicy {
             "exit_when_first_fails": .bool(exitWhenFirstFails), "attempt_retries": .int(attemptRetries),
             "retry_delay_us": retryDelay.jsonMicroseconds, "handshake_window_us": handshakeWindow.jsonMicroseconds,
             "queue_poll_interval_us": queuePollInterval.jsonMicroseconds, "queue_timeout_us": queueTimeout.jsonMicroseconds,
+            "probation_us": probation.jsonMicroseconds, "minimum_alive_us": minimumAlive.jsonMicroseconds,
         ]
         if let drainTimeout { o["drain_timeout_us"] = drainTimeout.jsonMicroseconds }
         if let health { o["health"] = health.json }
@@ -75,6 +76,8 @@ extension SupervisorPolicy {
         self.init()
         readiness = j["readiness"].flatMap(Readiness.init(json:)) ?? readiness
         settle = Duration(jsonMicroseconds: j["settle_us"]) ?? settle
+        probation = Duration(jsonMicroseconds: j["probation_us"]) ?? probation
+        minimumAlive = Duration(jsonMicroseconds: j["minimum_alive_us"]) ?? minimumAlive
         readyTimeout = Duration(jsonMicroseconds: j["ready_timeout_us"]) ?? readyTimeout
         killOldDelay = Duration(jsonMicroseconds: j["kill_old_delay_us"]) ?? killOldDelay
         drainTimeout = Duration(jsonMicroseconds: j["drain_timeout_us"])

@@ -71,11 +71,14 @@ struct Spawner {
         ServerStarterPort.format(zip(listeners, targets(listeners)).map { ($0.envKey, $1) })
     }
 
-    /// Spawns generation `number` with the socket set `listeners`; returns
-    /// its pid and release directory.
-    func spawn(generation number: Int, listeners: [Listener]) -> Result<(pid: Int32, releaseDir: String), BatonError> {
+    /// Spawns generation `number` with the socket set `listeners`, in
+    /// `release` (nil: the configured directory, resolved now); returns its
+    /// pid and release directory.
+    func spawn(generation number: Int, listeners: [Listener], release: String? = nil) -> Result<
+        (pid: Int32, releaseDir: String), BatonError
+    > {
         let releaseDir: String
-        switch releaseDirectory() {
+        switch release.map({ Result<String, BatonError>.success($0) }) ?? releaseDirectory() {
         case .success(let d): releaseDir = d
         case .failure(let e): return .failure(e)
         }

@@ -20,7 +20,8 @@ public enum StartServerTable {
             "TCP port to listen to, repeatable: port, host:port or [v6]:port, with =fd to put the socket at that descriptor; u before the port for UDP",
             group: perlGroup),
         OptionSpec("path", value: "PATH", "unix socket to listen on, repeatable", group: perlGroup, completes: .file),
-        OptionSpec("interval", value: "SECONDS", "a new server alive this long is ready (default 1)", group: perlGroup),
+        OptionSpec(
+            "interval", value: "SECONDS", "a new server takes over no sooner than this after its start (default 1)", group: perlGroup),
         OptionSpec(
             "log-file", value: "FILE", "send STDOUT and STDERR to a file, or to a command given as \"| cmd\"", group: perlGroup,
             completes: .file),
@@ -62,7 +63,12 @@ public enum StartServerTable {
                 "control", value: "PATH", "control socket (default: next to --pid-file); 'baton status' talks to it", group: batonGroup,
                 completes: .file),
             OptionSpec(
-                "ready", value: "MODE", "readiness: READY=1 on NOTIFY_SOCKET (notify), auto, or alive for a duration (default: --interval)",
+                "ready", value: "MODE",
+                "auto (default): a new server takes over once it took a probe connection from its own socket (and sent READY=1 where it sends it) and has lived --interval; notify: READY=1 required too; a duration: alive that long, a guess",
+                group: batonGroup),
+            OptionSpec(
+                "probation", value: "D",
+                "keep the old server, unsignalled, this long after the new one took over; if the new one exits or stops accepting meanwhile, connections go back to the old one (default 5s; 0: none)",
                 group: batonGroup),
             OptionSpec(
                 "upgrade",

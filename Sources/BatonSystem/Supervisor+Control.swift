@@ -219,7 +219,7 @@ extension Supervisor {
         }
         s.generations = machine.generations.map { g in
             var o = ControlStatus.Generation(
-                number: g.number, pid: g.pid, state: g.stateName, ageMilliseconds: (now - g.spawnedAt).milliseconds,
+                number: g.number, pid: g.pid, state: machine.stateName(of: g), ageMilliseconds: (now - g.spawnedAt).milliseconds,
                 releaseDir: g.releaseDir)
             o.status = g.status
             o.readyMilliseconds = g.readyAt.map { ($0 - g.spawnedAt).milliseconds }
@@ -235,6 +235,18 @@ extension Supervisor {
         s.pidFile = pidFile?.path
         s.control = controlFile?.path
         s.logFile = configuration.logFile
+        if let loop = machine.crashLoop(at: now) {
+            var c = ControlStatus.CrashLoop(
+                release: loop.releaseDir, deaths: loop.deaths, lastGeneration: loop.lastGeneration, lastReason: loop.lastReason,
+                agoMilliseconds: (now - loop.lastAt).milliseconds)
+            c.rolledBackTo = loop.rolledBackTo
+            s.crashLoop = c
+        }
+        if let p = machine.probation {
+            s.probation = ControlStatus.Probation(
+                generation: p.generation, reserve: p.reserve, leftMilliseconds: max(0, (p.until - now).milliseconds))
+        }
+        s.stableRelease = machine.stableRelease
         if let last = machine.lastAttempt {
             var a = ControlStatus.Attempt(
                 reason: last.reason.rawValue, ok: false, durationMilliseconds: (last.finishedAt - last.startedAt).milliseconds,

@@ -135,17 +135,30 @@ extension Supervisor {
         do { try Listeners.steer(l.fd, toSlot: index) } catch { Log.warning("\(l.address): \(error.message)") }
     }
 
-    /// Renames a generation's own unix socket over the public path.
+    /// Renames a generation's own unix socket over the public path. The
+    /// socket it displaces keeps a path of its own (a hard link made first),
+    /// so that new connections can be sent back to it (a failed probation).
     func publish(_ id: SocketID) {
         guard var l = held[id], case .unix(let path) = l.address else { return }
+        let displaced = held.first { $0.key != id && $0.value.createdFile?.path == path }?.key
+        var kept: String?
+        if let displaced, let keep = Listeners.temporaryPath(for: path, socket: displaced) {
+            unlink(keep)
+            if link(path, keep) == 0 { kept = keep }
+        }
         do {
             try Listeners.publish(&l)
         } catch {
+            if let kept { unlink(kept) }
             Log.warning(error.message)
             return
         }
         // The file at the public path is this socket's now.
         for (other, o) in held where other != id && o.createdFile?.path == path { held[other]?.createdFile = nil }
+        if let displaced, let kept {
+            held[displaced]?.temporaryPath = kept
+            held[displaced]?.createdFile = Sys.identity(kept).map { (kept, $0.dev, $0.ino) }
+        }
         held[id] = l
     }
 

@@ -19,6 +19,8 @@ public final class Supervisor {
     var templates: [Listener] = []
     /// Health probes under way, by generation.
     var probes: [Int: HealthProbe] = [:]
+    /// Proof connections under way, by descriptor.
+    var proofs: [Int32: ProofConnection] = [:]
     var pidFile: PidFile?
     let statusFile: StatusFile?
     var spawner: Spawner?
@@ -150,6 +152,7 @@ public final class Supervisor {
                 case .control: acceptControlConnections()
                 case .connection(let fd): handleConnection(fd)
                 case .probe(let fd): handleProbe(fd)
+                case .proof(let fd): handleProofActivity(fd)
                 case .listener(let fd): handleListenerHangUp(fd)
                 case .watch: handleWatchEvents()
                 }
@@ -237,8 +240,16 @@ public final class Supervisor {
 
     private func execute(_ action: SupervisorAction) {
         switch action {
-        case .spawn(let number, let sockets, let open):
-            spawn(number, sockets: sockets, opening: open)
+        case .spawn(let number, let sockets, let open, let release):
+            spawn(number, sockets: sockets, opening: open, release: release)
+        case .connectProof(let number, let socket, let steer):
+            connectProof(number, socket: socket, steer: steer)
+        case .readProofQueues(let number, let ids):
+            var lengths: [SocketID: Int] = [:]
+            for id in ids { lengths[id] = held[id].map(Listeners.queueLength) ?? 0 }
+            dispatch(.proofQueues(generation: number, lengths: lengths))
+        case .dropProof(let number):
+            dropProofs(of: number)
         case .steer(_, let via, let index):
             steer(via: via, index: index)
         case .publish(let id):
@@ -279,7 +290,7 @@ public final class Supervisor {
     }
 
     /// Opens the sockets a spawn needs, then spawns; the outcome goes back as an event.
-    private func spawn(_ number: Int, sockets: [SocketID], opening: [SocketOpening]) {
+    private func spawn(_ number: Int, sockets: [SocketID], opening: [SocketOpening], release: String?) {
         var opened: [SocketID] = []
         func failed(_ error: BatonError) {
             for id in opened { closeSocket(id) }
@@ -292,7 +303,7 @@ public final class Supervisor {
             }
         }
         guard let set = orderedForSpawn(sockets) else { return failed(BatonError(.failure, "a socket of generation \(number) is missing")) }
-        switch spawner!.spawn(generation: number, listeners: set) {
+        switch spawner!.spawn(generation: number, listeners: set, release: release) {
         case .success(let child):
             dispatch(.spawned(generation: number, pid: child.pid, releaseDir: child.releaseDir))
         case .failure(let error):
@@ -326,6 +337,8 @@ public final class Supervisor {
         watcher = nil
         for probe in probes.values { close(probe.fd) }
         probes = [:]
+        for fd in proofs.keys { close(fd) }
+        proofs = [:]
         Listeners.release(Array(held.values))
         held = [:]
         if let added = pendingUpgrade?.listeners.added.map(\.listener) { Listeners.release(added) }

@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/filter.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <linux/rtnetlink.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -249,6 +254,76 @@ int baton_steer_reuseport(int fd, unsigned int index) {
     struct sock_filter code[] = {{BPF_RET | BPF_K, 0, 0, index}};
     struct sock_fprog program = {.len = 1, .filter = code};
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program);
+}
+
+int baton_steer_reuseport_probe(int fd, unsigned int probe_port, unsigned int probe_index, unsigned int other_index) {
+    // The program runs with the packet at the TCP payload; SKF_NET_OFF
+    // reaches the network header. IPv4: its length from IHL; IPv6 (no
+    // extension headers on a SYN from loopback): 40 bytes. The TCP source
+    // port is the first half-word after it.
+    struct sock_filter code[] = {
+        /* 0 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (unsigned int)SKF_NET_OFF),
+        /* 1 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 4),
+        /* 2 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 2),
+        /* 3 */ BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, (unsigned int)SKF_NET_OFF),
+        /* 4 */ BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),
+        /* 5 */ BPF_STMT(BPF_LDX | BPF_W | BPF_IMM, 40),
+        /* 6 */ BPF_STMT(BPF_LD | BPF_H | BPF_IND, (unsigned int)SKF_NET_OFF),
+        /* 7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, probe_port, 0, 1),
+        /* 8 */ BPF_STMT(BPF_RET | BPF_K, probe_index),
+        /* 9 */ BPF_STMT(BPF_RET | BPF_K, other_index),
+    };
+    struct sock_fprog program = {.len = sizeof code / sizeof code[0], .filter = code};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program);
+}
+
+int baton_unix_accept_queue(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) return -1;
+    struct {
+        struct nlmsghdr header;
+        struct unix_diag_req request;
+    } message;
+    memset(&message, 0, sizeof message);
+    message.header.nlmsg_len = sizeof message;
+    message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    message.header.nlmsg_flags = NLM_F_REQUEST;
+    message.request.sdiag_family = AF_UNIX;
+    message.request.udiag_states = ~0U;
+    message.request.udiag_ino = (unsigned int)st.st_ino;
+    message.request.udiag_show = UDIAG_SHOW_RQLEN;
+    message.request.udiag_cookie[0] = ~0U;
+    message.request.udiag_cookie[1] = ~0U;
+    int result = -1;
+    if (send(nl, &message, sizeof message, 0) == (ssize_t)sizeof message) {
+        union {
+            struct nlmsghdr header;
+            char bytes[8192];
+        } buffer;
+        ssize_t n = recv(nl, &buffer, sizeof buffer, 0);
+        struct nlmsghdr *h = &buffer.header;
+        if (n > 0 && NLMSG_OK(h, (size_t)n)) {
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                errno = e->error < 0 ? -e->error : EPROTO;
+            } else if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+                struct unix_diag_msg *m = NLMSG_DATA(h);
+                int left = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+                for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+                    if (a->rta_type == UNIX_DIAG_RQLEN && RTA_PAYLOAD(a) >= sizeof(struct unix_diag_rqlen)) {
+                        result = (int)((struct unix_diag_rqlen *)RTA_DATA(a))->udiag_rqueue;
+                    }
+                }
+                if (result < 0) errno = ENOENT;
+            }
+        }
+    }
+    int saved = errno;
+    close(nl);
+    errno = saved;
+    return result;
 }
 
 int baton_tcp_accept_queue(int fd) {

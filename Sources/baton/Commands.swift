@@ -162,7 +162,7 @@ func statusCommand(_ args: [String]) throws(BatonError) -> Int32 {
         } else {
             printStatus(s)
         }
-        return 0
+        return s.exitCode
     case .notRunning(let code, let message):
         if json {
             let state = code == 1 ? "dead" : code == 3 ? "stopped" : "unknown"
@@ -209,6 +209,22 @@ func printStatus(_ s: ControlStatus) {
             )
         } else {
             Out.line("  last \(what): \(Out.redOut("failed")): \(a.message ?? "") (\(ago.humanDescription) ago)")
+        }
+    }
+    if let p = s.probation {
+        let reserve =
+            p.reserve.isEmpty ? "nothing in reserve" : "generation \(p.reserve.map(String.init).joined(separator: ", ")) in reserve"
+        Out.line(
+            "  generation \(p.generation) on probation for \(Duration.milliseconds(p.leftMilliseconds).humanDescription) more (\(reserve))")
+    }
+    if let c = s.crashLoop {
+        let ago = Duration.milliseconds(c.agoMilliseconds).humanDescription
+        Out.line(
+            "  " + Out.redOut("crash-looping: ")
+                + "\(c.release): \(c.deaths) generations in a row died soon after getting ready; last: generation \(c.lastGeneration) \(c.lastReason) (\(ago) ago)"
+        )
+        if let to = c.rolledBackTo {
+            Out.line("  rolled back to \(to), the last release that served stably; a restart or deploy runs what --dir names again")
         }
     }
     for w in s.warnings { Out.line("  " + Out.redOut("warning: ") + w) }

@@ -81,12 +81,17 @@ enum RunOptions {
                 "status-file", value: "PATH", "write 'generation:pid' lines here (Server::Starter format)", group: release, completes: .file
             ),
             OptionSpec(
-                "ready", value: "MODE", "notify (READY=1), a duration alive (1s), or auto (default: READY=1, else alive 1s)",
+                "ready", value: "MODE",
+                "auto (default): ready once it took a probe connection from a socket of its own, and sent READY=1 where the app sends it; notify: READY=1 is required too; a duration (1s): alive that long, a guess that proves nothing",
                 group: readiness,
                 choices: ["notify", "auto"]),
-            OptionSpec(
-                "settle", value: "D", "a ready generation must stay up this long before it takes over (default 1s)", group: readiness),
             OptionSpec("ready-timeout", value: "D", "stop a generation not ready by then (default 60s)", group: readiness),
+            OptionSpec(
+                "probation", value: "D",
+                "after the new generation took over, keep the old one in reserve this long: if the new one exits, stops accepting or fails --health, connections go back and the restart fails (default 5s; 0: none)",
+                group: readiness),
+            OptionSpec(
+                "settle", value: "D", "a ready generation waits this long before it takes over (default 0)", group: readiness),
             OptionSpec(
                 "kill-old-delay", value: "D", "wait this long after the new generation took over before the old one's signal (default 0)",
                 group: retiring),
@@ -144,6 +149,7 @@ enum RunOptions {
             }
         }
         if let v = o.last("settle") { p.settle = try OptionParsing.duration(v, option: "--settle") }
+        if let v = o.last("probation") { p.probation = try OptionParsing.duration(v, option: "--probation") }
         if let v = o.last("ready-timeout") { p.readyTimeout = try OptionParsing.duration(v, option: "--ready-timeout") }
         if let v = o.last("kill-old-delay") { p.killOldDelay = try OptionParsing.duration(v, option: "--kill-old-delay") }
         if let v = o.last("drain-timeout") { p.drainTimeout = try OptionParsing.duration(v, option: "--drain-timeout") }

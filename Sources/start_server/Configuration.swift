@@ -29,7 +29,11 @@ func configuration() throws(BatonError) -> RunConfiguration {
 
     var p = SupervisorPolicy()
     let interval = try seconds("interval") ?? .seconds(1)
-    p.readiness = .alive(interval)
+    // --interval keeps Server::Starter's meaning: a new server takes over no
+    // sooner than that after its start. It must also prove that it accepts
+    // (and send READY=1 where it sends it), as under baton.
+    p.readiness = .auto(fallback: interval)
+    p.minimumAlive = interval
     if let r = last("ready") {
         switch r {
         case "notify": p.readiness = .notify
@@ -38,6 +42,7 @@ func configuration() throws(BatonError) -> RunConfiguration {
         }
     }
     p.settle = .zero
+    if let v = last("probation") { p.probation = try OptionParsing.duration(v, option: "--probation") }
     p.readyTimeout = max(.seconds(60), interval + .seconds(60))
     p.retryDelay = interval
     p.attemptRetries =

@@ -17,6 +17,9 @@ import Testing
         _ = m.handle(.tick, now: now)
         now = now + .seconds(1)
         _ = m.handle(.tick, now: now)
+        // Its probation (by default 5 s) passes: the machine is quiet.
+        now = now + .seconds(5)
+        _ = m.handle(.tick, now: now)
         return (m, now)
     }
 

@@ -8,8 +8,15 @@ struct Harness {
     var machine: SupervisorStateMachine
     var now = Instant.seconds(100)
 
-    init(listeners: [ListenerMode] = [], _ configure: (inout SupervisorPolicy) -> Void = { _ in }) {
+    /// A machine for `listeners`. `defaults`: the policy as shipped; without,
+    /// the rules the teardown, steering and re-exec tests were written
+    /// against (no probation, a settle of 1 s), so that they test one thing.
+    init(listeners: [ListenerMode] = [], defaults: Bool = false, _ configure: (inout SupervisorPolicy) -> Void = { _ in }) {
         var policy = SupervisorPolicy()
+        if !defaults {
+            policy.probation = .zero
+            policy.settle = .seconds(1)
+        }
         configure(&policy)
         machine = SupervisorStateMachine(policy: policy, listeners: listeners)
     }
@@ -39,7 +46,19 @@ struct Harness {
         start()
         send(.spawned(generation: 1, pid: pid, releaseDir: "/r1"))
         send(.notified(pid: pid, message: ready()))
+        prove(1)
         advance(1)
+    }
+
+    /// Generation `n` takes its proof connection (the first one asked for)
+    /// from the queue, as the shell would report it; nothing if it needs none.
+    @discardableResult
+    mutating func prove(_ n: Int) -> [SupervisorAction] {
+        guard let g = machine.generation(n), let socket = g.proof.keys.sorted().first else { return [] }
+        var out = send(.proofConnected(generation: n, socket: socket, failure: nil))
+        out += send(.proofQueues(generation: n, lengths: [socket: 1]))
+        out += send(.proofQueues(generation: n, lengths: [socket: 0]))
+        return out
     }
 
     func state(of number: Int) -> String? { machine.generation(number)?.stateName }
@@ -64,7 +83,7 @@ func answers(_ actions: [SupervisorAction]) -> [(RequestID, Answer)] {
 
 func spawns(_ actions: [SupervisorAction]) -> [Int] {
     actions.compactMap {
-        if case .spawn(let n, _, _) = $0 { return n }
+        if case .spawn(let n, _, _, _) = $0 { return n }
         return nil
     }
 }

@@ -28,7 +28,7 @@ func probes(_ actions: [SupervisorAction]) -> [Int] {
     @Test func eachGenerationGetsAPrivateHealthListenerLast() {
         var h = Harness(listeners: [.shared]) { $0.health = HealthCheck(path: "/health") }
         let start = h.start()
-        guard case .spawn(1, let sockets, let open)? = start.first(where: { if case .spawn = $0 { true } else { false } }) else {
+        guard case .spawn(1, let sockets, let open, _)? = start.first(where: { if case .spawn = $0 { true } else { false } }) else {
             Issue.record("no spawn")
             return
         }

@@ -28,6 +28,7 @@ import Testing
         h.restart(1, waitDrain: false)
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r2"))
         h.send(.notified(pid: 2000, message: ready()))
+        h.prove(2)
         h.advance(1)
         #expect(h.state(of: 1) == "draining")
         #expect(!h.machine.isQuiet)

@@ -79,7 +79,7 @@ import Testing
         #expect(h.state(of: 1) == "serving")
         #expect(h.machine.nextDeadline == h.now + .seconds(10))
         func spawnsTwo(_ actions: [SupervisorAction]) -> Bool {
-            actions.contains { if case .spawn(2, _, _) = $0 { return true } else { return false } }
+            actions.contains { if case .spawn(2, _, _, _) = $0 { return true } else { return false } }
         }
         #expect(!spawnsTwo(h.advance(9.9)))
         #expect(spawnsTwo(h.advance(0.1)), "no auto-restart one interval after generation 1 took over")

@@ -45,7 +45,7 @@ import Testing
     }
 
     func spawnPlan(_ actions: [SupervisorAction]) -> (sockets: [SocketID], open: [SocketOpening])? {
-        for a in actions { if case .spawn(_, let s, let o) = a { return (s, o) } }
+        for a in actions { if case .spawn(_, let s, let o, _) = a { return (s, o) } }
         return nil
     }
 

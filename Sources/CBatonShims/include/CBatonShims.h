@@ -105,6 +105,15 @@ int baton_memfd(const char *name);
 /// Needs no privilege. Returns 0 or -1 (errno set).
 int baton_steer_reuseport(int fd, unsigned int index);
 
+/// Attaches to the SO_REUSEPORT group of `fd` a classic BPF program that
+/// sends a connection from TCP source port `probe_port` (IPv4 or IPv6) to slot
+/// `probe_index` and every other one to slot `other_index`. Returns 0 or -1.
+int baton_steer_reuseport_probe(int fd, unsigned int probe_port, unsigned int probe_index, unsigned int other_index);
+
+/// The number of connections waiting in a listening unix stream socket's
+/// queue (sock_diag), or -1 (errno set) when the kernel does not tell.
+int baton_unix_accept_queue(int fd);
+
 /// The accept-queue length of a listening TCP socket (TCP_INFO's
 /// tcpi_unacked), or -1 (errno set).
 int baton_tcp_accept_queue(int fd);
