@@ -50,6 +50,15 @@ struct Harness {
         advance(1)
     }
 
+    /// READY=1 from the generation whose main pid is `pid`, then its proof:
+    /// what the app and the shell together make a generation ready with.
+    @discardableResult
+    mutating func becomeReady(pid: Int32) -> [SupervisorAction] {
+        var out = send(.notified(pid: pid, message: ready()))
+        if let n = machine.generations.first(where: { $0.pid == pid })?.number { out += prove(n) }
+        return out
+    }
+
     /// Generation `n` takes its proof connection (the first one asked for)
     /// from the queue, as the shell would report it; nothing if it needs none.
     @discardableResult
@@ -61,7 +70,7 @@ struct Harness {
         return out
     }
 
-    func state(of number: Int) -> String? { machine.generation(number)?.stateName }
+    func state(of number: Int) -> String? { machine.generation(number).map(machine.stateName(of:)) }
 }
 
 func ready() -> NotifyMessage { NotifyMessage(parsing: Array("READY=1".utf8)) }

@@ -76,7 +76,7 @@ import Testing
         #expect(spawnPlan(restart)?.open.map(\.id) == [1])
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
         // Ready: new connections go to slot 1; the old socket's queue is read before any signal.
-        let ready = h.send(.notified(pid: 2000, message: ready()))
+        let ready = h.becomeReady(pid: 2000)
         #expect(steers(ready) == [1])
         #expect(ready.contains(.measureQueues(generation: 1, sockets: [0])))
         #expect(signals(ready).isEmpty)
@@ -105,7 +105,7 @@ import Testing
         h.startServing()
         h.restart()
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        h.send(.notified(pid: 2000, message: ready()))
+        h.becomeReady(pid: 2000)
         h.send(.queueMeasured(generation: 1, length: 0))
         return h
     }
@@ -145,7 +145,7 @@ import Testing
         h.startServing()
         h.restart()
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        h.send(.notified(pid: 2000, message: ready()))
+        h.becomeReady(pid: 2000)
         let drained = h.send(.queueMeasured(generation: 1, length: 0))
         #expect(drained.contains(.shutDown([0])))
         #expect(h.machine.groups[0]?.members == [1])
@@ -185,7 +185,7 @@ import Testing
         for (number, pid) in [(2, Int32(2000)), (3, 3000)] {
             h.restart()
             h.send(.spawned(generation: number, pid: pid, releaseDir: "/r"))
-            h.send(.notified(pid: pid, message: ready()))
+            h.becomeReady(pid: pid)
         }
         // [s0 gen 1, s1 gen 2, s2 gen 3]; gen 3 serves in the last slot.
         #expect(h.machine.groups[0]?.members == [0, 1, 2])
@@ -206,7 +206,7 @@ import Testing
         let restart = h.restart()
         #expect(spawnPlan(restart)?.open.map(\.id) == [1])
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        let ready = h.send(.notified(pid: 2000, message: ready()))
+        let ready = h.becomeReady(pid: 2000)
         #expect(ready.contains(.publish(1)))
         #expect(ready.contains(.measureQueues(generation: 1, sockets: [0])))
         h.send(.queueMeasured(generation: 1, length: 0))
@@ -222,7 +222,7 @@ import Testing
         let restart = h.restart()
         #expect(spawnPlan(restart)?.sockets == [0])
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        #expect(signals(h.send(.notified(pid: 2000, message: ready()))) == [.signal(pid: 1000, signal: SIGTERM)])
+        #expect(signals(h.becomeReady(pid: 2000)) == [.signal(pid: 1000, signal: SIGTERM)])
     }
 
     @Test func aServingSocketShutDownByItsAppListensAgainAtTheEnd() {
@@ -254,7 +254,7 @@ import Testing
         #expect(spawnPlan(restart)?.sockets == [1, 2])
         #expect(spawnPlan(restart)?.open == [])
         h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r"))
-        var actions = h.send(.notified(pid: 2000, message: ready()))
+        var actions = h.becomeReady(pid: 2000)
         for _ in 0..<20 where signals(actions).isEmpty {
             actions = h.send(.queueMeasured(generation: 1, length: 0)) + h.advance(0.02)
         }
