@@ -49,6 +49,13 @@ public struct Generation: Sendable, Equatable {
     public internal(set) var proven: String?
     /// It counts as ready no sooner than this (`start_server --interval`).
     public internal(set) var notBefore: Instant?
+    /// While it starts: the processes its main process forked (running the
+    /// same program: its workers), as last read, and when they are read next.
+    public internal(set) var workers: Set<Int32> = []
+    public internal(set) var workersReadAt: Instant?
+    /// How many of those exited before it accepted, and when the first did.
+    public internal(set) var workerExits = 0
+    public internal(set) var firstWorkerExit: Instant?
 
     /// The phase's name, as `status` shows it: starting, probing, settling,
     /// serving, draining, failing or killed.

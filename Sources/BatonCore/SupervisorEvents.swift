@@ -42,6 +42,9 @@ public enum SupervisorEvent: Sendable, Equatable {
     case proofConnected(generation: Int, socket: SocketID, failure: String?)
     /// Readings of the accept queues that hold a generation's proof connections.
     case proofQueues(generation: Int, lengths: [SocketID: Int])
+    /// The processes the main process of a starting generation forked that
+    /// run its program (its workers), read now.
+    case workersRead(generation: Int, pids: [Int32])
     /// The app answered or closed a proof connection while its listener
     /// still listens: it took the connection from the queue.
     case proofAnswered(generation: Int, socket: SocketID)
@@ -147,6 +150,8 @@ public enum SupervisorAction: Sendable, Equatable {
     case readProofQueues(generation: Int, sockets: [SocketID])
     /// Close every proof connection of this generation.
     case dropProof(generation: Int)
+    /// Read the children of `pid` that run its program; feed back `.workersRead`.
+    case readWorkers(generation: Int, pid: Int32)
     /// Probe this generation's health over `socket`; feed back `.probeFinished`.
     case probe(generation: Int, socket: SocketID)
     /// Give up on the probe under way; feed back `.probeFinished` with what came.

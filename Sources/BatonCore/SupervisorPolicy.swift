@@ -64,6 +64,16 @@ public struct SupervisorPolicy: Sendable, Equatable {
     /// On probation: a queue that grew and from which nothing was taken for
     /// this long means the generation stopped accepting.
     public var stallTimeout: Duration = .seconds(2)
+    /// While a generation starts, how often the processes its main process
+    /// forked are read (there is no event for a grandchild's exit).
+    public var workerReadInterval: Duration = .milliseconds(50)
+    /// A starting generation whose workers exited this many times, over at
+    /// least `workerDeathSpan`, before it accepted has failed: its master
+    /// lives while its workers crash in a loop (a prefork server whose app
+    /// cannot load), and it would never accept.
+    public var workerDeathsBeforeReady = 8
+    /// See `workerDeathsBeforeReady`.
+    public var workerDeathSpan: Duration = .seconds(2)
     /// Generations of one release that die this many times in a row, each
     /// within `crashLoopWindow` of getting ready, make it crash-looping.
     public var crashLoopDeaths = 3

@@ -20,6 +20,7 @@ extension SupervisorStateMachine {
             // Probed through the probation too, however often it is probed later.
             generations[i].phase = .serving(probe: .due(now + (health.every ?? health.interval)), failures: 0)
         }
+        out.append(.report(Reports.serving(g, retiring: [])))
         out.append(.report(Reports.onProbation(g, for: policy.probation, reserve: reserve)))
     }
 

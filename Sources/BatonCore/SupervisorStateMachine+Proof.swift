@@ -27,8 +27,12 @@ extension SupervisorStateMachine {
         out.append(.connectProof(generation: generations[i].number, socket: s, steer: steer))
     }
 
-    /// Proof connections due, and queue readings due.
+    /// Proof connections due, queue readings due, a reading of its workers due.
     mutating func proofTick(at i: Int, now: Instant, _ out: inout [SupervisorAction]) {
+        if let at = generations[i].workersReadAt, at <= now {
+            generations[i].workersReadAt = nil
+            out.append(.readWorkers(generation: generations[i].number, pid: generations[i].pid))
+        }
         var reading: [SocketID] = []
         for (s, probe) in generations[i].proof.sorted(by: { $0.key < $1.key }) {
             switch probe {
@@ -79,6 +83,29 @@ extension SupervisorStateMachine {
             case .waiting = generations[i].proof[s]
         else { return }
         proven(at: i, socket: s, how: "answered a probe connection", now: now, &out)
+    }
+
+    /// A reading of a starting generation's workers: those gone since the
+    /// last one exited. A master whose workers keep exiting before it
+    /// accepted anything is crash-looping them and will not accept.
+    mutating func workersRead(_ number: Int, pids: [Int32], now: Instant, _ out: inout [SupervisorAction]) {
+        guard let i = generations.firstIndex(where: { $0.number == number }), case .starting = generations[i].phase else { return }
+        let seen = Set(pids)
+        let gone = generations[i].workers.subtracting(seen).count
+        generations[i].workers = seen
+        generations[i].workersReadAt = now + policy.workerReadInterval
+        guard gone > 0 else { return }
+        generations[i].workerExits += gone
+        let first = generations[i].firstWorkerExit ?? now
+        generations[i].firstWorkerExit = first
+        let g = generations[i]
+        if g.workerExits >= policy.workerDeathsBeforeReady, now - first >= policy.workerDeathSpan {
+            failBeforeReady(
+                at: i,
+                reason: "its worker processes keep dying before it accepts: \(g.workerExits) exited in \((now - first).humanDescription), "
+                    + "\((now - g.spawnedAt).humanDescription) after its spawn (a prefork master whose app cannot load?): stopped",
+                now: now, &out)
+        }
     }
 
     /// The generation at `i` took a proof connection from socket `s`.

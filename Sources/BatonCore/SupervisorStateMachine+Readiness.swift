@@ -20,6 +20,7 @@ extension SupervisorStateMachine {
             phase: .starting(readyBy: now + policy.readyTimeout, aliveAt: aliveAt),
             sockets: socketSet(of: number), healthSocket: health)
         g.needsProof = !proofSockets.isEmpty
+        if policy.readiness.wantsProof { g.workersReadAt = now + policy.workerReadInterval }
         if policy.minimumAlive > .zero, policy.readiness.wantsProof { g.notBefore = now + policy.minimumAlive }
         generations.append(g)
         out.append(.report(Reports.spawned(g)))
@@ -112,6 +113,7 @@ extension SupervisorStateMachine {
     /// It is ready: probed first if there is a health check.
     mutating func becameReady(at i: Int, via: String, now: Instant, _ out: inout [SupervisorAction]) {
         guard case .starting(let readyBy, _) = generations[i].phase else { return }
+        generations[i].workersReadAt = nil
         if !generations[i].proof.isEmpty {
             generations[i].proof = [:]
             out.append(.dropProof(generation: generations[i].number))

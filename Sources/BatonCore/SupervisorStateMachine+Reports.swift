@@ -115,7 +115,7 @@ enum Reports {
             reserve.isEmpty
             ? "nothing to fall back to"
             : "generation \(reserve.map(String.init).joined(separator: ", ")) kept in reserve, unsignalled"
-        return about(g, .probation, "serving, on probation for \(probation.humanDescription) (\(kept)); waiting")
+        return about(g, .probation, "on probation for \(probation.humanDescription) (\(kept)); waiting")
     }
 
     static func probationPassed(_ g: Generation, after: Duration, retiring: [Int]) -> Report {

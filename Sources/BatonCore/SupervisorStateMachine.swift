@@ -185,7 +185,7 @@ public struct SupervisorStateMachine: Sendable {
         for g in generations {
             candidates += g.proof.values.map(\.instant)
             switch g.phase {
-            case .starting(let readyBy, let aliveAt): candidates += [readyBy, aliveAt, g.notBefore]
+            case .starting(let readyBy, let aliveAt): candidates += [readyBy, aliveAt, g.notBefore, g.workersReadAt]
             case .probing(let readyBy, let probe): candidates += [readyBy, probe.instant]
             case .settling(let until): candidates.append(until)
             case .serving(let probe, _): candidates.append(probe?.instant)
@@ -234,6 +234,8 @@ public struct SupervisorStateMachine: Sendable {
             proofQueues(number, lengths: lengths, now: now, &out)
         case .proofAnswered(let number, let socket):
             proofAnswered(number, socket: socket, now: now, &out)
+        case .workersRead(let number, let pids):
+            workersRead(number, pids: pids, now: now, &out)
         case .queueMeasured(let number, let length):
             queueMeasured(number, length: length, now: now, &out)
         case .socketHungUp(let id):

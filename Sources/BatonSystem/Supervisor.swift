@@ -250,6 +250,8 @@ public final class Supervisor {
             dispatch(.proofQueues(generation: number, lengths: lengths))
         case .dropProof(let number):
             dropProofs(of: number)
+        case .readWorkers(let number, let pid):
+            dispatch(.workersRead(generation: number, pids: Sys.forkedChildren(of: pid)))
         case .steer(_, let via, let index):
             steer(via: via, index: index)
         case .publish(let id):

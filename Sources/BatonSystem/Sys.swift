@@ -212,6 +212,23 @@ public enum Sys {
         return children
     }
 
+    /// The children of `pid` that run its own program (forked without an
+    /// exec: a prefork server's workers), as the kernel lists them in
+    /// `/proc/PID/task/*/children`; none where it does not list them.
+    public static func forkedChildren(of pid: Int32) -> [Int32] {
+        guard let program = readLink("/proc/\(pid)/exe") else { return [] }
+        var found: [Int32] = []
+        for thread in directoryNames("/proc/\(pid)/task") ?? [] {
+            guard let list = readFile("/proc/\(pid)/task/\(thread)/children") else { continue }
+            for field in list.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") }) {
+                if let child = Int32(String(decoding: field, as: UTF8.self)), readLink("/proc/\(child)/exe") == program {
+                    found.append(child)
+                }
+            }
+        }
+        return found
+    }
+
     /// Finds an executable for `command` the way execvp would: a name with a
     /// slash is taken relative to `directory`, others are searched in `path`.
     public static func findExecutable(_ command: String, directory: String, path: String?) -> (found: String?, problem: String?) {

@@ -186,4 +186,49 @@ import Testing
         let took = h.prove(2)
         #expect(took.contains(.publish(connect[0].1)))
     }
+
+    /// A prefork master whose app cannot load: it lives, its workers die
+    /// and are forked again, nothing ever accepts. Failed in seconds, not at
+    /// the ready timeout.
+    @Test func aMasterWhoseWorkersKeepDyingFailsBeforeTheReadyTimeout() {
+        var h = serving()
+        h.restart(3)
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r2"))
+        h.send(.notified(pid: 2000, message: ready()))
+        var out: [SupervisorAction] = []
+        var next: Int32 = 2001
+        for _ in 0..<80 where h.state(of: 2) == "starting" {
+            out = h.advance(0.05)
+            if out.contains(.readWorkers(generation: 2, pid: 2000)) {
+                // Two workers each reading, both new: the two before died.
+                out += h.send(.workersRead(generation: 2, pids: [next, next + 1]))
+                next += 2
+            }
+        }
+        #expect(h.state(of: 2) == "failing")
+        let answer = answers(out).first { $0.0 == 3 }?.1
+        #expect(answer?.code == .generationFailed)
+        #expect(answer?.message.contains("worker processes keep dying") == true)
+        // About 2 s after the first death, far before the 60 s timeout.
+        #expect(h.now - Instant.seconds(105) < .seconds(3))
+    }
+
+    /// Workers that come and go once while it boots (a pool closed) are no crash loop.
+    @Test func aBurstOfWorkerExitsAtBootIsNoCrashLoop() {
+        var h = serving()
+        h.restart(3)
+        h.send(.spawned(generation: 2, pid: 2000, releaseDir: "/r2"))
+        h.advance(0.05)
+        h.send(.workersRead(generation: 2, pids: Array(2001...2010)))
+        h.advance(0.05)
+        h.send(.workersRead(generation: 2, pids: []))
+        for _ in 0..<40 {
+            h.advance(0.05)
+            h.send(.workersRead(generation: 2, pids: [2011]))
+        }
+        #expect(h.state(of: 2) == "starting")
+        #expect(h.machine.generation(2)?.workerExits == 10)
+        h.prove(2)
+        #expect(h.state(of: 2) == "probation")
+    }
 }
