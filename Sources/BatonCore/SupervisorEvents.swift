@@ -10,11 +10,16 @@ public struct RestartRequest: Sendable, Equatable {
     public var id: RequestID
     /// The answer waits until the retired generations have exited.
     public var waitsForDrain: Bool
+    /// A probation under way ends now, as passed, and this restart follows
+    /// at once (`--watch`: the newest save wins; otherwise a restart waits
+    /// for the probation).
+    public var endsProbation: Bool
 
     /// A request.
-    public init(id: RequestID, waitsForDrain: Bool = true) {
+    public init(id: RequestID, waitsForDrain: Bool = true, endsProbation: Bool = false) {
         self.id = id
         self.waitsForDrain = waitsForDrain
+        self.endsProbation = endsProbation
     }
 }
 

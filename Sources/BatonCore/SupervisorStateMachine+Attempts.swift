@@ -10,6 +10,12 @@ extension SupervisorStateMachine {
             for r in requests { out.append(.answer(r.id, Answer(.busy, "restart refused: the supervisor is stopping"))) }
             return
         }
+        if let p = probation, attempt?.generation == p.generation, requests.contains(where: \.endsProbation) {
+            queued = (queued ?? []) + requests
+            out.append(.report(Reports.probationCutShort(p.generation)))
+            probationPassed(now: now, &out)
+            return
+        }
         if let current = attempt ?? retry?.attempt {
             if queued == nil {
                 out.append(

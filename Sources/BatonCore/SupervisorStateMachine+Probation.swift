@@ -79,13 +79,16 @@ extension SupervisorStateMachine {
     /// The generation on probation failed: new connections go back to the
     /// newest generation in reserve, it is stopped (unless it `exited`),
     /// and its attempt fails.
-    mutating func probationFailed(reason: String, exited: Generation?, now: Instant, _ out: inout [SupervisorAction]) {
+    mutating func probationFailed(
+        reason: String, exited: Generation?, stranded: [SocketID] = [], now: Instant, _ out: inout [SupervisorAction]
+    ) {
         guard let p = probation else { return }
         probation = nil
         let failed = exited ?? generation(p.generation)
         if let back = p.reserve.last(where: { generation($0)?.isServing == true }), let b = generation(back) {
             steer(to: back, &out)
             out.append(.report(Reports.steeredBack(b, from: p.generation)))
+            if exited != nil { beginRescue(of: p.generation, sockets: stranded, release: b.releaseDir, now: now, &out) }
         }
         if exited == nil, let i = generations.firstIndex(where: { $0.number == p.generation }) {
             let g = generations[i]
@@ -104,6 +107,27 @@ extension SupervisorStateMachine {
         // a restart's is a refused release, told by the attempt's failure.
         if let failed, attempt?.reason == .respawn { countDeath(failed, reason: reason, now: now, &out) }
         attemptFailed(p.generation, reason: reason, now: now, &out)
+    }
+
+    /// A generation that exited on probation may have left connections in
+    /// the queues of its own sockets (those that arrived after its last
+    /// accept, before new ones went back to the reserve). A generation of
+    /// the reserve's release takes those sockets, answers what waits there,
+    /// and is retired once they are empty: nothing is reset.
+    mutating func beginRescue(of failed: Int, sockets stranded: [SocketID], release: String, now: Instant, _ out: inout [SupervisorAction]) {
+        let own = stranded.filter { sockets[$0] != nil && sockets[$0]?.owner == nil }
+        guard phase == .running, !own.isEmpty else { return }
+        lastGeneration += 1
+        let number = lastGeneration
+        rescuers.insert(number)
+        for id in own { sockets[id]?.owner = number }
+        var open: [SocketOpening] = []
+        if policy.health != nil {
+            let id = newSocket(listener: nil, owner: number)
+            open.append(SocketOpening(id: id, listener: nil, generation: number))
+        }
+        out.append(.report(Reports.rescuing(number, from: failed, release: release)))
+        out.append(.spawn(generation: number, sockets: socketSet(of: number), open: open, release: release))
     }
 
     /// A generation in reserve exited during a probation: nothing to fall back to.

@@ -24,7 +24,7 @@ extension SupervisorStateMachine {
         if policy.minimumAlive > .zero, policy.readiness.wantsProof { g.notBefore = now + policy.minimumAlive }
         generations.append(g)
         out.append(.report(Reports.spawned(g)))
-        if phase != .running || attempt?.generation != number {
+        if phase != .running || (attempt?.generation != number && !rescuers.contains(number)) {
             // A stop came in between: this one goes too.
             beginTeardown(at: generations.count - 1, .stop, now: now, &out)
             return
@@ -126,10 +126,15 @@ extension SupervisorStateMachine {
         markReady(at: i, via: via, now: now, &out)
     }
 
-    /// Ready: reported, then settling (or taking over at once).
+    /// Ready: reported, then settling (or taking over at once). A rescuer
+    /// is retired at once: it answers what waits on its sockets, no more.
     mutating func markReady(at i: Int, via: String, now: Instant, _ out: inout [SupervisorAction]) {
         generations[i].readyAt = now
         out.append(.report(Reports.ready(generations[i], via: via, now: now)))
+        if rescuers.contains(generations[i].number) {
+            beginTeardown(at: i, .retire, now: now, &out)
+            return
+        }
         if policy.settle <= .zero {
             promote(at: i, now: now, &out)
         } else {

@@ -126,6 +126,16 @@ enum Reports {
             elapsed: after)
     }
 
+    static func rescuing(_ number: Int, from failed: Int, release: String) -> Report {
+        Report(
+            kind: .spawned, generation: number,
+            message: "starting in \(release) to answer what waits in generation \(failed)'s queue; it is retired once that is empty")
+    }
+
+    static func probationCutShort(_ generation: Int) -> Report {
+        Report(kind: .probation, generation: generation, message: "a newer change came: its probation ends here")
+    }
+
     static func steeredBack(_ g: Generation, from failed: Int) -> Report {
         about(g, .steeredBack, "new connections go back to it (generation \(failed) failed its probation)")
     }

@@ -160,12 +160,15 @@ extension SupervisorStateMachine {
         if case .probing(_, .running) = g.phase { out.append(.abortProbe(generation: g.number)) }
         if case .serving(.running?, _) = g.phase { out.append(.abortProbe(generation: g.number)) }
         if !g.proof.isEmpty { out.append(.dropProof(generation: g.number)) }
+        rescuers.remove(g.number)
         if case .serving = g.phase, probation?.generation == g.number {
-            // New connections go back to the reserve before its socket is let go.
+            // New connections go back to the reserve; what waits on its own
+            // sockets goes to a rescuer of the reserve's release.
             let reason = "\(status.clause) during its probation, \((now - (g.servingSince ?? now)).humanDescription) after it took over"
             out.append(.report(Reports.failed(g, reason, elapsed: now - g.spawnedAt)))
+            let stranded = ownSockets(of: g.number)
             releaseSockets(of: g.number, &out)
-            probationFailed(reason: reason, exited: g, now: now, &out)
+            probationFailed(reason: reason, exited: g, stranded: stranded, now: now, &out)
             finishStopIfDone(&out)
             return
         }

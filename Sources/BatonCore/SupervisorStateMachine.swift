@@ -146,6 +146,10 @@ public struct SupervisorStateMachine: Sendable {
     public internal(set) var reexecPending: RequestID?
     /// The generation on probation, if any (its attempt is still in flight).
     public internal(set) var probation: Probation?
+    /// Generations of the previous release started only to answer the
+    /// connections left in the queue of one that exited on probation; each
+    /// is retired once that queue is empty, and never serves new connections.
+    public internal(set) var rescuers: Set<Int> = []
     /// The app sends `READY=1`: a generation did. From then on it is a
     /// condition of readiness under `--ready auto`.
     public internal(set) var appSendsReady = false
@@ -313,6 +317,7 @@ public struct SupervisorStateMachine: Sendable {
     /// The name `status` shows for `g`: its phase's, or `probation` for the
     /// one on probation and `reserve` for those it may fall back to.
     public func stateName(of g: Generation) -> String {
+        if rescuers.contains(g.number), g.teardown == nil { return "rescuing" }
         if let p = probation {
             if p.generation == g.number { return "probation" }
             if g.isServing, p.reserve.contains(g.number) { return "reserve" }

@@ -51,7 +51,7 @@ extension Supervisor {
                 watchedRestarts[id] = WatchedRestart(trigger: trigger, changes: changes, askedAt: Sys.now(), changedAt: since)
                 let more = changes > 1 ? " (and \(changes - 1) more change\(changes > 2 ? "s" : ""))" : ""
                 Log.line("changed \(trigger)\(more): restarting")
-                dispatch(.restartRequested(RestartRequest(id: id, waitsForDrain: false)))
+                dispatch(.restartRequested(RestartRequest(id: id, waitsForDrain: false, endsProbation: true)))
             case .report(let text):
                 Log.line(text)
             }

@@ -24,7 +24,7 @@ let usage = """
                                  u before the port (u8125, 127.0.0.1:u8125) for UDP
       --path=path                unix socket to listen on, repeatable
       --dir=path                 working directory of the server program
-      --interval=seconds         a new server alive this long is ready (default 1)
+      --interval=seconds         a new server takes over no sooner than this after its start (default 1)
       --signal-on-hup=SIGNAL     signal for the old server on SIGHUP (default TERM)
       --signal-on-term=SIGNAL    signal for the servers on SIGTERM (default TERM)
       --pid-file=filename        write start_server's pid here
@@ -47,7 +47,12 @@ let usage = """
                                  signal; shared: one socket for all, as Server::Starter
       --handshake-window=D       steered: wait for handshakes begun on the old socket (default 200ms)
       --restart-timeout=D        how long --restart and --stop wait (default 5m)
-      --ready=notify|auto|D      readiness: READY=1 on NOTIFY_SOCKET, or alive D (default: --interval)
+      --ready=notify|auto|D      auto (default): a new server takes over once it took a probe connection
+                                 from its own socket (and sent READY=1 where it sends it); notify:
+                                 READY=1 required too; D: alive that long, a guess that proves nothing
+      --probation=D              keep the old server, unsignalled, D after the new one took over; if the
+                                 new one exits or stops accepting meanwhile, connections go back to the
+                                 old one (default 5s; 0: none)
       --control=PATH             control socket (default: next to --pid-file); 'baton status' talks to it
       --upgrade                  re-execute the running start_server in place (--pid-file) with the
                                  start_server now on disk: same pid, sockets and servers

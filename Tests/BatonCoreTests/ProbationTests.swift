@@ -85,6 +85,23 @@ import Testing
         #expect(h.machine.crashLoop == nil)
         // The old generation was never signalled.
         #expect(!died.contains(.signal(pid: 1000, signal: SIGTERM)))
+        // A generation of the old release answers what waited in generation 2's queue.
+        #expect(spawnReleases(died) == ["/r1"])
+        #expect(spawns(died) == [3])
+        let spawned = h.send(.spawned(generation: 3, pid: 3000, releaseDir: "/r1"))
+        #expect(h.state(of: 3) == "rescuing")
+        // Its proof goes through the program to socket 1 (generation 2's), slot 1.
+        #expect(spawned.contains(.connectProof(generation: 3, socket: 1, steer: ProofSteer(listener: 0, via: 0, probeIndex: 1, otherIndex: 0))))
+        let ready = h.prove(3)
+        #expect(steers(ready).isEmpty, "a rescuer never gets new connections")
+        #expect(h.state(of: 3) == "draining")
+        h.send(.queueMeasured(generation: 3, length: 0))
+        h.advance(0.2)
+        #expect(signals(h.send(.queueMeasured(generation: 3, length: 0))) == [.signal(pid: 3000, signal: SIGTERM)])
+        let gone = h.send(.childExited(pid: 3000, status: .exited(0)))
+        #expect(gone.contains(.close([1])))
+        #expect(h.machine.rescuers.isEmpty)
+        #expect(h.state(of: 1) == "serving")
     }
 
     @Test func aNewGenerationThatStopsAcceptingOnProbationIsStopped() {
@@ -150,6 +167,17 @@ import Testing
         #expect(spawns(queued).isEmpty)
         #expect(reports(queued).contains { $0.message.contains("on probation") })
         #expect(spawns(h.advance(5)) == [3])
+    }
+
+    /// `--watch`: the newest save wins.
+    @Test func aWatchedChangeDuringProbationEndsItAndFollowsAtOnce() {
+        var h = serving()
+        onProbation(&h)
+        let out = h.send(.restartRequested(RestartRequest(id: 9, waitsForDrain: false, endsProbation: true)))
+        #expect(reports(out).contains { $0.message.contains("its probation ends here") })
+        #expect(h.state(of: 1) == "draining")
+        #expect(spawns(out) == [3])
+        #expect(h.machine.lastAttempt?.outcome == .succeeded(generation: 2, pid: 2000, readyAfter: .zero, retired: [1]))
     }
 
     @Test func aStopDuringProbationStopsBoth() {

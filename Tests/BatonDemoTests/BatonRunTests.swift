@@ -26,7 +26,7 @@ extension DemoTests {
                 executable: baton,
                 arguments: [
                     "run", "--listen", "127.0.0.1:\(self.port)", "--dir", self.scratch.path + "/current",
-                    "--ready", "notify", "--settle", "0", "--pid-file", self.scratch.path + "/baton.pid", "--", demo,
+                    "--ready", "notify", "--settle", "0", "--probation", "0", "--pid-file", self.scratch.path + "/baton.pid", "--", demo,
                 ],
                 environment: [:],
                 logPath: self.scratch.path + "/baton.log"

@@ -14,7 +14,7 @@ extension Reliability {
                 // A 20 ms handshake window instead of 200 ms: the clients are on
                 // loopback (their handshakes take microseconds), and 1,000
                 // restarts then take about 40 s instead of 4 minutes.
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify", "--handshake-window", "20ms"])
+                let b = servingBaton(s, options: ["--settle", "0", "--probation", "0", "--ready", "notify", "--handshake-window", "20ms"])
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
                 let supervisor = b.child.pid

@@ -12,7 +12,7 @@ import Testing
 
     @Test func aTakenPortNamesItsOwner() throws {
         let s = Scratch()
-        let first = Baton(s, options: ["--settle", "0"], app: ["--notify"])
+        let first = Baton(s, options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         #expect(first.waitServing(1))
         let port = try #require(first.port)
         let s2 = Scratch()
@@ -64,7 +64,7 @@ import Testing
 
     @Test func aLivePidFileIsRefusedAndAStaleOneReplaced() throws {
         let s = Scratch()
-        let b = Baton(s, options: ["--settle", "0"], app: ["--notify"])
+        let b = Baton(s, options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         #expect(b.waitServing(1))
         let r = runBaton(["run", "--listen", "127.0.0.1:0", "--pid-file", b.pidFile, "--", Binaries.testapp], in: s)
         #expect(r.code == 5)
@@ -74,7 +74,7 @@ import Testing
         let stale = s.path + "/stale.pid"
         _ = FileManager.default.createFile(atPath: stale, contents: Data("999999\n".utf8))
         let c = Child(
-            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--pid-file", stale, "--settle", "0", "--", Binaries.testapp, "--notify"],
+            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--pid-file", stale, "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
             log: s.path + "/stale.log", cwd: s.path)
         #expect(eventually(10) { c.log.contains("serving") })
         #expect(c.log.contains("replacing stale pid file"))
@@ -86,7 +86,7 @@ import Testing
     @Test func aLiveUnixSocketIsRefusedAndAStaleOneReplaced() throws {
         let s = Scratch()
         let sock = s.path + "/app.sock"
-        let b = Baton(s, listen: ["unix:" + sock], options: ["--settle", "0"], app: ["--notify"])
+        let b = Baton(s, listen: ["unix:" + sock], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         #expect(b.waitServing(1))
         let r = runBaton(["run", "--listen", "unix:" + sock, "--", Binaries.testapp], in: s)
         #expect(r.code == 8)
@@ -99,7 +99,7 @@ import Testing
         #expect(eventually(5) { isGone(app) })
         #expect(FileManager.default.fileExists(atPath: sock))
         let c = Child(
-            Binaries.baton, ["run", "--listen", "unix:" + sock, "--settle", "0", "--", Binaries.testapp, "--notify"],
+            Binaries.baton, ["run", "--listen", "unix:" + sock, "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
             log: s.path + "/c.log", cwd: s.path)
         #expect(eventually(10) { c.log.contains("serving") }, "\(c.log)")
         #expect(body(httpGet(unixPath: sock))?.contains("gen=1") == true)
@@ -112,7 +112,7 @@ import Testing
 @Suite(.serialized) struct SupervisorKilledTests {
     @Test func theOrphanedGenerationServesOnAndANewBatonSaysSo() throws {
         let s = Scratch()
-        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let app = try #require(pidIn(body(httpGet(port: port))))
         kill(b.child.pid, SIGKILL)
         b.child.wait()

@@ -17,7 +17,7 @@ extension Reliability {
             _ c: CaseRecord, args: String, options: [String] = ["--ready", "notify", "--ready-timeout", "1s"], reason: String,
             during: ((Baton, UInt16) throws -> Void)? = nil
         ) throws {
-            let v = try Serving(c, options: ["--settle", "0"] + options)
+            let v = try Serving(c, options: ["--settle", "0", "--probation", "0"] + options)
             let b = v.b
             let stats = try v.restart(into: "bad", args: args) {
                 c.expect(eventually(15) { b.count("generation 2 failed:") == 1 }, "generation 2 did not fail: \(b.log)")
@@ -42,9 +42,9 @@ extension Reliability {
             arguments: [
                 ("app.crash-at-boot", "--crash-at-boot", "exited with exit code 1 before it was ready"),
                 ("app.exit-0-at-boot", "--exit-at-boot", "exited with exit code 0 before it was ready"),
-                ("app.hang-before-ready", "--hang", "not ready after 1 s: stopped"),
-                ("app.never-ready", "", "not ready after 1 s: stopped"),
-                ("app.close-listener", "--close-listener --hang", "not ready after 1 s: stopped"),
+                ("app.hang-before-ready", "--hang", "not ready after 1 s"),
+                ("app.never-ready", "", "not ready after 1 s"),
+                ("app.close-listener", "--close-listener --hang", "not ready after 1 s"),
             ])
         func failsBeforeReady(_ id: String, _ args: String, _ reason: String) throws {
             try faultCase(id) { c in try failedRestart(c, args: args, reason: reason) }
@@ -52,7 +52,7 @@ extension Reliability {
 
         @Test func notifyErrno() throws {
             try faultCase("app.notify-errno") { c in
-                try failedRestart(c, args: "--notify-errno 5", reason: "not ready after 1 s: stopped") { b, _ in
+                try failedRestart(c, args: "--notify-errno 5", reason: "not ready after 1 s") { b, _ in
                     c.expect(b.count("reported ERRNO=5") == 1, "ERRNO=5 not logged: \(b.log)")
                     c.expect(b.count("STATUS=cannot open the database") == 1, "STATUS not logged")
                     c.note(b.log, lineWith: "reported ERRNO=5")
@@ -62,7 +62,7 @@ extension Reliability {
 
         @Test func readyFromAChild() throws {
             try faultCase("app.ready-from-child") { c in
-                try failedRestart(c, args: "--notify-from-child", reason: "not ready after 1 s: stopped") { b, _ in
+                try failedRestart(c, args: "--notify-from-child", reason: "not ready after 1 s") { b, _ in
                     let ignored = line(b.log, containing: "ignored a notify message from pid")
                     c.expect(ignored != nil, "the child's READY=1 was not rejected: \(b.log)")
                     c.note(ignored ?? "")
@@ -72,7 +72,7 @@ extension Reliability {
 
         @Test func readyFromAStranger() throws {
             try faultCase("app.ready-from-stranger") { c in
-                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "3s"])
+                let v = try Serving(c, options: ["--settle", "0", "--probation", "0", "--ready", "notify", "--ready-timeout", "3s"])
                 let b = v.b
                 let stats = try v.restart(into: "silent", args: "") {
                     let pid = try c.require(eventually(5) { generationPid(b.log, 2) != nil } ? generationPid(b.log, 2) : nil, "no gen 2")
@@ -96,7 +96,7 @@ extension Reliability {
 
         @Test func notifyGarbage() throws {
             try faultCase("app.notify-garbage") { c in
-                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify", "--ready-timeout", "10s"])
+                let v = try Serving(c, options: ["--settle", "0", "--probation", "0", "--ready", "notify", "--ready-timeout", "10s"])
                 let b = v.b
                 c.load(
                     v.restart(into: "garbage", args: "--notify-garbage --notify-flood 1000 --notify") {
@@ -113,7 +113,7 @@ extension Reliability {
 
         @Test func crashAfterReadyWhileTheOldOneDrains() throws {
             try faultCase("app.crash-after-ready") { c in
-                let v = try Serving(c, options: ["--settle", "0", "--ready", "notify"])
+                let v = try Serving(c, options: ["--settle", "0", "--probation", "0", "--ready", "notify"])
                 let (s, b, port) = (v.s, v.b, v.port)
                 // A slow request that generation 1 takes before the restart.
                 var slow: Threaded<String?>?
@@ -150,7 +150,7 @@ extension Reliability {
         func outlivesItsSignal(_ id: String, _ fault: String) throws {
             let ignoresTerm = fault == "--ignore-term"
             try faultCase(id) { c in
-                let options = ["--settle", "0"] + (ignoresTerm ? ["--drain-timeout", "1s"] : [])
+                let options = ["--settle", "0", "--probation", "0"] + (ignoresTerm ? ["--drain-timeout", "1s"] : [])
                 let v = try Serving(c, options: options, args: "--notify \(fault) --workers 2")
                 let b = v.b
                 let group = try c.require(pgidIn(body(httpGet(port: v.port, path: "/env"))), "no pgid")
@@ -178,7 +178,7 @@ extension Reliability {
         @Test func workersLeaveTheProcessGroup() throws {
             try faultCase("app.escape-group") { c in
                 let v = try Serving(
-                    c, options: ["--settle", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
+                    c, options: ["--settle", "0", "--probation", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
                 let b = v.b
                 c.expect(eventually(5) { descendants(of: b.child.pid).count == 3 }, "no workers")
                 let first = descendants(of: b.child.pid)
@@ -204,7 +204,7 @@ extension Reliability {
             try faultCase("app.bind-own") { c in
                 try failedRestart(c, args: "--notify --bind-own plain", reason: "exited with exit code 1 before it was ready")
                 let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--listen-mode", "shared"])
+                let b = servingBaton(s, options: ["--settle", "0", "--probation", "0", "--listen-mode", "shared"])
                 c.expect(b.waitServing(1), "generation 1 did not serve")
                 s.release("reuse", args: "--notify --bind-own reuseport")
                 s.point(to: "reuse")
@@ -221,7 +221,7 @@ extension Reliability {
 
         @Test func leaksDescriptors() throws {
             try faultCase("app.leak-fds") { c in
-                let v = try Serving(c, options: ["--settle", "0"], args: "--notify --leak-fds 1000")
+                let v = try Serving(c, options: ["--settle", "0", "--probation", "0"], args: "--notify --leak-fds 1000")
                 let leaky = try c.require(pidIn(body(httpGet(port: v.port, path: "/env"))), "no pid")
                 let leaked = openDescriptors(leaky).count
                 c.expect(leaked > 1000, "generation 1 did not leak")
@@ -235,7 +235,7 @@ extension Reliability {
 
         @Test func floodsItsOutput() throws {
             try faultCase("app.flood-output") { c in
-                let v = try Serving(c, options: ["--settle", "0"])
+                let v = try Serving(c, options: ["--settle", "0", "--probation", "0"])
                 let (s, b) = (v.s, v.b)
                 let control = s.path + "/baton.control"
                 func status() -> String { controlExchange(control, #"{"v":1,"cmd":"status"}"#).joined() }
@@ -289,7 +289,7 @@ extension Reliability {
         /// generation of the test app (`first`, then `second` after a HUP).
         func shutdownScenario(_ c: CaseRecord, first: String, second: String) throws {
             let v = try Serving(
-                c, options: ["--listen-mode", "shared", "--settle", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
+                c, options: ["--listen-mode", "shared", "--settle", "0", "--probation", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
             let (b, port) = (v.b, v.port)
             let during = v.restart(into: "next", args: second) { usleep(1_500_000) }
             // Afterwards: served again, without a single failure.
@@ -357,7 +357,7 @@ extension Reliability {
                     sysctl -q -w net.ipv4.tcp_migrate_req=1
                     B="$1"; T="$2"; D="$3"
                     point() { ln -sfn "$D/releases/$1" "$D/current.tmp"; mv -T "$D/current.tmp" "$D/current"; }
-                    "$B" run --listen 127.0.0.1:8080 --handover --settle 0 --ready notify --ready-timeout 1s --dir "$D/current" -- "$T" > "$D/baton.log" 2>&1 &
+                    "$B" run --listen 127.0.0.1:8080 --handover --settle 0 --probation 0 --ready notify --ready-timeout 1s --dir "$D/current" -- "$T" > "$D/baton.log" 2>&1 &
                     BP=$!
                     i=0; while ! grep -q ' serving' "$D/baton.log"; do i=$((i+1)); [ $i -lt 200 ] || exit 3; sleep 0.05; done
                     ( while [ ! -f "$D/stop-load" ]; do "$T" --load 8080 --requests 400 --concurrency 8; done > "$D/load.out" ) &

@@ -75,7 +75,7 @@ import Testing
         let listen = transport == .tcp ? "127.0.0.1:0" : "unix:" + socketPath
         let command =
             (network?.prefix ?? []) + [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--", baton, "run"]
-            + ["--listen", listen, "--dir", s.path + "/current", "--settle", "0"] + appOptions
+            + ["--listen", listen, "--dir", s.path + "/current", "--settle", "0", "--probation", "0"] + appOptions
             + ["--pid-file", s.path + "/baton.pid"] + mode + ["--"] + appCommand
         let b = Child(command[0], Array(command.dropFirst()), log: s.path + "/baton.log", cwd: s.path)
         defer { b.stop(SIGTERM, grace: 20) }

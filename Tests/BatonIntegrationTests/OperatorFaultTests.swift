@@ -37,13 +37,13 @@ extension Reliability {
         /// `fresh`, the options that start one if none runs.
         func deployArguments(_ s: Scratch, _ release: String, fresh: Bool = true, app: [String]) -> [String] {
             ["deploy", "--pid-file", s.path + "/app.pid", "--release", s.path + "/releases/" + release, "--current", s.path + "/current"]
-                + (fresh ? ["--listen", "127.0.0.1:0", "--settle", "0", "--ready", "notify"] : []) + ["--"] + app
+                + (fresh ? ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--ready", "notify"] : []) + ["--"] + app
         }
 
         @Test func fiftyHangupsInOneSecond() throws {
             try faultCase("op.hup-storm") { c in
                 let s = Scratch()
-                let b = servingBaton(s, options: ["--settle", "0", "--ready", "notify"])
+                let b = servingBaton(s, options: ["--settle", "0", "--probation", "0", "--ready", "notify"])
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
                 let watch = Watch(b.child.pid)

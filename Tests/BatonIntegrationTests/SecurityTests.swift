@@ -181,7 +181,7 @@ extension Reliability {
         func userAndGroupDropPrivileges() throws {
             try faultCase("sec.user-group") { c in
                 let (other, s) = try otherUserAndScratch(c)
-                let b = servingBaton(s, options: ["--settle", "0", "--user", OtherUser.name], args: "--notify --workers 2")
+                let b = servingBaton(s, options: ["--settle", "0", "--probation", "0", "--user", OtherUser.name], args: "--notify --workers 2")
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
                 let watch = Watch(b.child.pid)
@@ -201,7 +201,7 @@ extension Reliability {
                 stopAndCheck(b, watch, c, s)
                 // --group alone: the group changes, supplementary groups are dropped.
                 let s2 = Scratch()
-                let g = servingBaton(s2, options: ["--settle", "0", "--group", "nogroup"])
+                let g = servingBaton(s2, options: ["--settle", "0", "--probation", "0", "--group", "nogroup"])
                 c.expect(g.waitServing(1), "--group: generation 1 did not serve: \(g.log)")
                 let gapp = try c.require(g.port.flatMap { pidIn(body(httpGet(port: $0))) }, "no app")
                 c.expect(procStatus(gapp, "Gid") == "65534\t65534\t65534\t65534", "--group Gid: \(procStatus(gapp, "Gid") ?? "?")")

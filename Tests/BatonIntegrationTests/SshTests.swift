@@ -87,7 +87,7 @@ final class SshServer {
         let pid = s.path + "/app.pid"
         func deploy(_ release: String) -> String {
             "cd \(s.path) && \(Binaries.baton) deploy --pid-file \(pid) --release \(s.path)/releases/\(release) --current \(s.path)/current "
-                + "--listen 127.0.0.1:0 --settle 0 --ready notify -- \(Binaries.testapp) --notify --ready-delay 300"
+                + "--listen 127.0.0.1:0 --settle 0 --probation 0 --ready notify -- \(Binaries.testapp) --notify --ready-delay 300"
         }
         let first = ssh.run(deploy("v1"), tty: tty)
         #expect(first.code == 0, "\(first.output)")

@@ -200,7 +200,10 @@ extension Binaries {
         let s = Scratch()
         let ss = startServer(
             s,
-            ["--port=127.0.0.1:0", "--interval=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1", "--backlog=77"])
+            [
+                "--port=127.0.0.1:0", "--interval=0", "--probation=0", "--signal-on-hup=USR1", "--signal-on-term=INT", "--kill-old-delay=1",
+                "--backlog=77",
+            ])
         #expect(eventually(10) { ss.log.contains(" serving") })
         let p = try boundPort(ss.log)
         // The listen backlog as the kernel reports it (ss's Send-Q of a listener).

@@ -7,7 +7,8 @@ import Testing
 @Suite(.serialized) struct SupervisorTests {
     @Test func twentyRestartsUnderLoadFailNoRequest() throws {
         let s = Scratch()
-        let (b, port) = try Baton.serving(s, options: ["--settle", "0.2", "--ready", "notify"], app: ["--notify"])
+        // No probation: 20 restarts one after the other, each waited for.
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0.2", "--ready", "notify", "--probation", "0"], app: ["--notify"])
         let load = Load(port: port, clients: 8)
         for n in 2...21 {
             b.hup()
@@ -56,7 +57,7 @@ import Testing
         s.release("hung", args: "--hang")
         s.point(to: "good")
         let b = Baton(
-            s, options: ["--dir", s.path + "/current", "--ready", "notify", "--ready-timeout", "1s", "--settle", "0"],
+            s, options: ["--dir", s.path + "/current", "--ready", "notify", "--ready-timeout", "1s", "--settle", "0", "--probation", "0"],
             app: ["--notify"])
         #expect(b.waitServing(1))
         let port = try #require(b.port)
@@ -75,7 +76,7 @@ import Testing
         s.release("good")
         s.point(to: "stubborn")
         let (b, port) = try Baton.serving(
-            s, options: ["--dir", s.path + "/current", "--settle", "0", "--drain-timeout", "1s"], app: ["--notify"])
+            s, options: ["--dir", s.path + "/current", "--settle", "0", "--probation", "0", "--drain-timeout", "1s"], app: ["--notify"])
         let master = try #require(pgidIn(body(httpGet(port: port, path: "/env"))))
         #expect(eventually(5) { processGroupMembers(master).count == 3 })
         let group = processGroupMembers(master)
@@ -89,7 +90,7 @@ import Testing
 
     @Test func aCrashedServingGenerationComesBack() throws {
         let s = Scratch()
-        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let first = try #require(pidIn(body(httpGet(port: port))))
         kill(first, SIGKILL)
         #expect(b.waitServing(2))
@@ -102,7 +103,7 @@ import Testing
     @Test func theChildGetsItsOwnListenPidAndOnlyTheListeners() throws {
         let s = Scratch()
         let sock = s.path + "/app.sock"
-        let (b, port) = try Baton.serving(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let env = try #require(body(httpGet(port: port, path: "/env")))
         let pid = try #require(pidIn(env))
         #expect(env.contains("LISTEN_PID=\(pid)\n"))
@@ -125,7 +126,7 @@ import Testing
         let sock = s.path + "/app.sock"
         let status = s.path + "/status"
         let b = Baton(
-            s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--status-file", status],
+            s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--probation", "0", "--status-file", status],
             app: ["--notify", "--workers", "2"])
         #expect(b.waitServing(1))
         let port = try #require(b.port)
@@ -147,7 +148,7 @@ import Testing
         s.release("v1")
         s.release("v2")
         s.point(to: "v1")
-        let (b, port) = try Baton.serving(s, options: ["--dir", s.path + "/current", "--settle", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(s, options: ["--dir", s.path + "/current", "--settle", "0", "--probation", "0"], app: ["--notify"])
         #expect(body(httpGet(port: port, path: "/env"))?.contains("BATON_RELEASE_DIR=\(s.path)/releases/v1\n") == true)
         s.point(to: "v2")
         b.hup()
@@ -160,7 +161,7 @@ import Testing
 
     @Test func aSlowRequestIsFinishedByTheOldGeneration() throws {
         let s = Scratch()
-        let (b, port) = try Baton.serving(s, options: ["--settle", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(s, options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let slow = Threaded { body(httpGet(port: port, path: "/slow?ms=1500")) }
         usleep(200_000)
         b.hup()

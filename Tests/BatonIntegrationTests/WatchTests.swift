@@ -27,7 +27,7 @@ final class WatchedApp {
         if appFile != "version.txt" { s.write(appFile, first + "\n") }
         run = Child(
             Binaries.baton,
-            ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--dir", s.path, "--watch", s.path] + options + ["--"]
+            ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--dir", s.path, "--watch", s.path] + options + ["--"]
                 + (command ?? ["./app.sh"]),
             log: s.file("baton.log"), cwd: s.path)
         let log = s.file("baton.log")

@@ -51,16 +51,18 @@ extension ClassicStack {
         }
 
         /// The status file through a start and one restart (a HUP, or the
-        /// automatic one), with `options`; an app that lives until its signal.
+        /// automatic one), with `options`; an app that serves until its signal.
         func statusFileSequence(_ side: Side, options: [String], hup: Bool) throws -> (start: [Seen], restart: [Seen]) {
             let s = Scratch("parity-status-\(side)")
             let status = s.file("status")
             let started = Date()
+            // A server that accepts (ours takes a new one over once it took a
+            // connection); without a probation, so that the old one is
+            // signalled when Server::Starter signals it.
             let ss = Child(
                 try side.path(),
-                ["--port=127.0.0.1:0", "--status-file=\(status)", "--pid-file=\(s.file("pid"))"] + options + [
-                    "--", "/bin/sleep", "1000",
-                ],
+                ["--port=127.0.0.1:0", "--status-file=\(status)", "--pid-file=\(s.file("pid"))"] + options
+                    + (side == .ours ? ["--probation=0"] : []) + ["--", Paths.testapp],
                 log: s.file("\(side).log"), cwd: s.path)
             defer { _ = ss.stop(SIGTERM, grace: 10) }
             var start: [Seen] = []
@@ -175,7 +177,7 @@ extension ClassicStack {
             let b = Child(
                 Paths.baton,
                 [
-                    "run", "--listen", "udp:127.0.0.1:0", "--pid-file", pid, "--ready", "0.3s", "--settle", "0", "--", python,
+                    "run", "--listen", "udp:127.0.0.1:0", "--pid-file", pid, "--ready", "0.3s", "--settle", "0", "--probation", "0", "--", python,
                     s.file("echo.py"), s.file("bound"),
                 ],
                 log: s.file("baton.log"), cwd: s.path)
