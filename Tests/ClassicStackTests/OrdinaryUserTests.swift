@@ -61,8 +61,9 @@ extension ClassicStack {
             let apps = [
                 App(
                     // --preload-app makes a release that cannot load die at once;
-                    // readiness is the default (alive 1 s, then settle 1 s), as
-                    // users run Starman who have no health route.
+                    // readiness is the default (a probe connection accepted,
+                    // then the probation), as users run Starman who have no
+                    // health route.
                     name: "starman", command: [starman, "--preload-app", "--workers", "2", "--disable-keepalive", "app.psgi"],
                     options: ["--signal-on-hup", "QUIT"],
                     make: { dir, broken in

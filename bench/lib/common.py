@@ -92,6 +92,49 @@ def children_of(pid):
     return _processes_where(lambda fields: int(fields[1]) == pid)
 
 
+def rss_kb(pid):
+    """VmRSS of one process in kB (0 when it is gone or a zombie)."""
+    m = re.search(r"VmRSS:\s+(\d+)", _read(f"/proc/{pid}/status") or "")
+    return int(m.group(1)) if m else 0
+
+
+def group_rss_kb(pid):
+    """The resident memory in kB of what process `pid` runs: its process group
+    when it leads one (a baton generation and its workers), else the process
+    and its descendants (a Server::Starter generation shares start_server's
+    group). Also (the pids counted)."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return 0, []
+    if int(fields[2]) == pid:
+        pids = _processes_where(lambda f: int(f[2]) == pid)
+    else:
+        pids, frontier = [pid], [pid]
+        for _ in range(8):  # a bounded depth: master, workers, their children
+            frontier = [c for p in frontier for c in children_of(p)]
+            if not frontier:
+                break
+            pids += frontier
+    return sum(rss_kb(p) for p in pids), sorted(pids)
+
+
+def processes_under(path):
+    """Pids of the live processes whose working directory is `path` or under it
+    (what a supervisor started in a scratch directory may have left behind)."""
+    found = []
+    root = os.path.realpath(path).rstrip("/") + "/"
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        if (cwd + "/").startswith(root) and alive(int(name)):
+            found.append(int(name))
+    return found
+
+
 class Usage:
     """One reading of a process: RSS, CPU time, context switches, threads, descriptors."""
 
@@ -294,6 +337,52 @@ class FirstAnswer(threading.Thread):
         return None if self.at is None else self.at - since
 
 
+class AnswerStreak(threading.Thread):
+    """GETs / back to back (`interval` seconds between one answer and the next
+    request) from now on until stopped, at most `timeout` seconds and
+    `max_requests` requests, and notes when the first 200 answer whose body
+    passes `accept` arrived and when `streak` of them in a row had (a failed
+    request or another answer breaks a row). `on_first` is called in this
+    thread right after that first answer (to read what is still running then)."""
+
+    def __init__(self, port, accept, streak=20, interval=0.001, timeout=90, max_requests=200000, on_first=None):
+        super().__init__(daemon=True)
+        self.port, self.accept, self.streak, self.interval = port, accept, streak, interval
+        self.timeout, self.max_requests, self.on_first = timeout, max_requests, on_first
+        self.started = now()
+        self.first_at = self.streak_at = None
+        self.requests = self.failed = self.others_after_first = 0
+        self.stop_flag = False
+        self.start()
+
+    def run(self):
+        deadline = self.started + self.timeout
+        row = 0
+        while not self.stop_flag and now() < deadline and self.requests < self.max_requests:
+            r = http_get(self.port, timeout=2)
+            t = now()
+            self.requests += 1
+            if r and r[0] == 200 and self.accept(r[1]):
+                row += 1
+                if self.first_at is None:
+                    self.first_at = t
+                    if self.on_first:
+                        self.on_first()
+                if row >= self.streak and self.streak_at is None:
+                    self.streak_at = t
+            else:
+                row = 0
+                if not r or r[0] != 200:
+                    self.failed += 1
+                elif self.first_at is not None:
+                    self.others_after_first += 1
+            time.sleep(self.interval)
+
+    def stop(self):
+        self.stop_flag = True
+        self.join(5)
+
+
 # MARK: - status files
 
 
@@ -479,12 +568,14 @@ class Supervised:
     `ports`: the TCP ports on 127.0.0.1; `dir`: the release directory (the
     app's working directory); `signal_on_hup`: QUIT for Starman; `options`:
     more supervisor options, in its own syntax; `handover`: one listener per
-    generation (ours and baton only).
+    generation (ours and baton only); `baton`: another baton binary than the
+    one under test (an older build).
     """
 
     LABELS = {"perl": "Perl start_server", "ours": "start_server (ours)", "baton": "baton run"}
 
-    def __init__(self, ctx, kind, app, ports, dir, scratch, name, signal_on_hup="TERM", options=(), handover=False, prefix=()):
+    def __init__(self, ctx, kind, app, ports, dir, scratch, name, signal_on_hup="TERM", options=(), handover=False, prefix=(),
+                 baton=None):
         self.ctx, self.kind, self.ports = ctx, kind, list(ports)
         self.hups_resent = 0  # HUPs sent again by restart(resend_after=...)
         self.pid_file = os.path.join(scratch, name + ".pid")
@@ -496,7 +587,7 @@ class Supervised:
             if handover:
                 argv.append("--handover")
         else:
-            argv = [ctx.bin("baton"), "run"]
+            argv = [baton or ctx.bin("baton"), "run"]
             for p in self.ports:
                 argv += ["--listen", f"127.0.0.1:{p}"]
             argv += ["--signal-on-hup", signal_on_hup, "--dir", dir, "--pid-file", self.pid_file, "--status-file", self.status_file]

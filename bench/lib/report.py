@@ -237,9 +237,80 @@ def write_markdown(data, path):
         out.append(_table(["app", "how", "start: first answer", "start: command returned", "deploy: first v2 answer",
                            "deploy: command returned"], rows))
 
+    rd = _section(out, sc, "readiness", "7. Readiness: how soon a restart's new code answers, and what probation costs", "rows")
+    if rd:
+        _readiness(out, rd)
+
     out.append("\n![requests/s and p99 during restarts](latest.png)\n")
     with open(path, "w") as f:
         f.write("\n".join(out))
+
+
+def _spread(f, fmt):
+    """`median (min–max)` of a {median, min, max} figure, each through `fmt`."""
+    if not f or f.get("median") is None:
+        return "–"
+    if f["min"] == f["max"]:
+        return fmt(f["median"])
+    return f"{fmt(f['median'])} ({fmt(f['min'])}–{fmt(f['max'])})"
+
+
+def _readiness(out, rd):
+    streak = rd["streak"]
+    before = rd.get("before_git", "?")
+    out.append(
+        f"Median (min–max) of {rd['rounds']} round(s), one side at a time, the order rotated each round. The app: "
+        f"`{rd['app']}` (Debian's gunicorn, no `--preload`, `--signal-on-hup TERM`: it drains), a WSGI app whose body "
+        "names its release directory and pid. Each round starts the supervisor on release v1 behind a `current` "
+        "symlink, waits until v1 answers and (baton) `baton status` lists one generation and no probation, re-points "
+        "`current` at v2 and restarts while one poller GETs / back to back (`Connection: close`, 1 ms between an "
+        "answer and the next request). Sides:\n\n"
+        "- **baton (now)**: the commit this page names, its defaults (readiness is proof: the new generation took a "
+        "probe connection on its own socket, and READY=1, which gunicorn sends; it takes over at once; `--probation 5s` "
+        "keeps the old generation in reserve, unsignalled) plus `--health /`, the issue's setting; restarted with "
+        "`baton restart --pid-file P`, which returns after the probation and the old generation's exit.\n"
+        "- **baton (now, no --health)**: the same, its defaults only.\n"
+        f"- **baton (before)**: git {before}, before probation: READY=1 (or alive 1 s), then `--settle 1s`, then the "
+        "take-over and the old generation signalled at once; `--health /`; `baton restart --pid-file P`.\n"
+        "- **Perl start_server --interval=1**: Debian's Server::Starter, `--port=127.0.0.1:PORT --interval=1 "
+        "--signal-on-hup=TERM --dir=current`, the same gunicorn told its descriptor (`--bind fd://N` from "
+        "SERVER_STARTER_PORT); restarted with SIGHUP. Both generations accept on the one shared socket until the old "
+        "one drains. \"command returned\": when its status file lists only the new generation, which is when "
+        "`start_server --restart` returns (it polls once a second; watched here every 2 ms).\n\n"
+        f"Seconds from the restart (the command's start, or the HUP) to the first v2 answer and to {streak} v2 answers "
+        "in a row. Old generation up: from the first v2 answer until the old generation's main process exited "
+        "(probation's cost in time: the new code already answers, the old one waits in reserve). Its RSS: the sum of "
+        "VmRSS of its process group (baton) or process tree (Server::Starter, which gives generations no group of "
+        "their own) read right after the first v2 answer; MB·s = that RSS × the time up. Failed: requests of the "
+        "poller without a 200 answer; v1 after v2: answers from the old release after the first from the new.\n\n"
+    )
+    rows = []
+    for r in rd["rows"]:
+        if not r.get("rounds"):
+            rows.append([r["side"], f"no successful round ({r.get('errors', 0)} failed)"] + [""] * 8)
+            continue
+        side = r["side"] + (f" (`{r['options']}`)" if r.get("options") and r["options"] not in r["side"] else "")
+        if r.get("errors") or r.get("hups_resent") or r.get("leftovers"):
+            notes = []
+            if r.get("errors"):
+                notes.append(f"{r['errors']} round(s) failed")
+            if r.get("hups_resent"):
+                notes.append(f"{r['hups_resent']} HUP(s) sent again, round left out")
+            if r.get("leftovers"):
+                notes.append(f"{r['leftovers']} process(es) left after the stop")
+            side += " — " + "; ".join(notes)
+        rows.append([
+            side, r["rounds"], _spread(r["first_v2_s"], _s), f"**{_spread(r['streak_v2_s'], _s)}**", _spread(r["returned_s"], _s),
+            _spread(r["old_alive_after_first_v2_s"], _s), _spread(r["old_rss_kb"], _mb),
+            _spread(r["old_mb_s"], lambda x: f"{x:.0f}"), _spread(r["failed"], lambda x: f"{x:.0f}"),
+            _spread(r["v1_after_first_v2"], lambda x: f"{x:.0f}"),
+        ])
+    out.append(_table(["side", "rounds", "first v2 answer", f"{streak} v2 answers in a row", "command returned",
+                       "old generation up after the first v2 answer", "its RSS then", "MB·s", "failed", "v1 after v2"], rows))
+    g = rd.get("goal")
+    if g:
+        out.append(f"\nbaton (now) to {streak} v2 answers in a row: {g['ratio_to_perl']:.2f} of Perl's start_server's "
+                   f"time (the issue's goal: at most {g['target']:.1f}).\n")
 
 
 # MARK: - the picture

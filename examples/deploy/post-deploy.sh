@@ -5,16 +5,20 @@
 #
 # It is one `baton deploy`: point /srv/myapp/current at the release, then a
 # graceful restart of the app under baton, or a start of baton (as a daemon)
-# if it is not running. It returns once the new generation serves (exit 0).
-# If the release fails to boot, `current` is pointed back, the old generation
-# keeps serving, and the exit code is 6, so the deploy tool reports a failure.
-# A second deploy waits for the first. It returns at once over ssh, with or
-# without a terminal, and the daemon outlives the ssh session.
+# if it is not running. It returns once the new generation has proved that it
+# serves (it accepted a connection on its own socket) and kept serving through
+# its probation (5 s, the old generation waiting in reserve): exit 0. If the
+# release fails to boot, or dies or stops accepting during its probation,
+# `current` is pointed back, the old generation serves on (new connections go
+# back to it at once), and the exit code is 6, so the deploy tool reports a
+# failure. A second deploy waits for the first. It returns at once over ssh,
+# with or without a terminal, and the daemon outlives the ssh session.
 #
-# Starman: --preload-app makes a release that dies while loading fail at once
-# (without it the master lives on while its workers crash in a loop, and the
-# release looks alive); QUIT retires the old generation gracefully (TERM would
-# cut its requests); --disable-keepalive behind nginx (see examples/nginx).
+# No readiness option is needed: the defaults are proof, then probation.
+# Starman: --preload-app makes a release that cannot load fail at once (without
+# it, its workers die while the master lives, which baton sees within seconds);
+# QUIT retires the old generation gracefully (TERM would cut its requests);
+# --disable-keepalive behind nginx (see examples/nginx).
 #
 # Calling it:
 #   whiskey_disk (config/deploy.yml; the checkout is updated in place, so
