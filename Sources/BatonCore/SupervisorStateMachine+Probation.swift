@@ -85,23 +85,34 @@ extension SupervisorStateMachine {
         guard let p = probation else { return }
         probation = nil
         let failed = exited ?? generation(p.generation)
+        var reserve: Generation?
         if let back = p.reserve.last(where: { generation($0)?.isServing == true }), let b = generation(back) {
             steer(to: back, &out)
             out.append(.report(Reports.steeredBack(b, from: p.generation)))
-            if exited != nil { beginRescue(of: p.generation, sockets: stranded, release: b.releaseDir, now: now, &out) }
+            reserve = b
         }
         if exited == nil, let i = generations.firstIndex(where: { $0.number == p.generation }) {
             let g = generations[i]
             out.append(.report(Reports.failed(g, reason)))
             if case .serving(.running?, _) = g.phase { out.append(.abortProbe(generation: g.number)) }
-            // Out of the group: with tcp_migrate_req=1 what waits in its queue
-            // moves to the socket the program points at; otherwise it is reset.
-            let shut = shutDownOwnSockets(of: g.number)
-            if !shut.isEmpty {
-                out.append(.shutDown(shut))
-                for l in groups.keys.sorted() { attachIfNeeded(l, &out) }
+            if let reserve {
+                // What waits in its queue is answered by a rescuer of the old
+                // release, which shares its sockets until it is gone.
+                let own = ownSockets(of: g.number)
+                beginTeardown(at: i, .failed, now: now, &out)
+                beginRescue(of: g.number, sockets: own, release: reserve.releaseDir, now: now, &out)
+            } else {
+                // Out of the group: with tcp_migrate_req=1 what waits in its
+                // queue moves to the socket the program points at; otherwise it is reset.
+                let shut = shutDownOwnSockets(of: g.number)
+                if !shut.isEmpty {
+                    out.append(.shutDown(shut))
+                    for l in groups.keys.sorted() { attachIfNeeded(l, &out) }
+                }
+                beginTeardown(at: i, .failed, now: now, &out)
             }
-            beginTeardown(at: i, .failed, now: now, &out)
+        } else if let reserve {
+            beginRescue(of: p.generation, sockets: stranded, release: reserve.releaseDir, now: now, &out)
         }
         // A respawn that dies on probation is one more death of its release;
         // a restart's is a refused release, told by the attempt's failure.
@@ -109,13 +120,16 @@ extension SupervisorStateMachine {
         attemptFailed(p.generation, reason: reason, now: now, &out)
     }
 
-    /// A generation that exited on probation may have left connections in
+    /// A generation that failed on probation may have left connections in
     /// the queues of its own sockets (those that arrived after its last
     /// accept, before new ones went back to the reserve). A generation of
-    /// the reserve's release takes those sockets, answers what waits there,
-    /// and is retired once they are empty: nothing is reset.
-    mutating func beginRescue(of failed: Int, sockets stranded: [SocketID], release: String, now: Instant, _ out: inout [SupervisorAction]) {
-        let own = stranded.filter { sockets[$0] != nil && sockets[$0]?.owner == nil }
+    /// the reserve's release takes those sockets (shared with the failed one
+    /// while it is being stopped), answers what waits there, and is retired
+    /// once they are empty: nothing is reset.
+    mutating func beginRescue(of failed: Int, sockets stranded: [SocketID], release: String, now: Instant, _ out: inout [SupervisorAction])
+    {
+        // Its own sockets: spares once it exited, or still its while it is stopped.
+        let own = stranded.filter { sockets[$0] != nil && (sockets[$0]?.owner == nil || sockets[$0]?.owner == failed) }
         guard phase == .running, !own.isEmpty else { return }
         lastGeneration += 1
         let number = lastGeneration
@@ -127,6 +141,7 @@ extension SupervisorStateMachine {
             open.append(SocketOpening(id: id, listener: nil, generation: number))
         }
         out.append(.report(Reports.rescuing(number, from: failed, release: release)))
+        out.append(.measureQueues(generation: number, sockets: own))
         out.append(.spawn(generation: number, sockets: socketSet(of: number), open: open, release: release))
     }
 

@@ -132,6 +132,10 @@ enum Reports {
             message: "starting in \(release) to answer what waits in generation \(failed)'s queue; it is retired once that is empty")
     }
 
+    static func rescueQueue(_ number: Int, _ length: Int) -> Report {
+        Report(kind: .queueDrained, generation: number, message: "\(length) connection(s) wait in the queue it takes over")
+    }
+
     static func probationCutShort(_ generation: Int) -> Report {
         Report(kind: .probation, generation: generation, message: "a newer change came: its probation ends here")
     }

@@ -125,6 +125,11 @@ extension SupervisorStateMachine {
             probationReading(length: length, now: now, &out)
             return
         }
+        if rescuers.contains(number), generation(number) == nil {
+            // Read before the rescuer's spawn: what it is started for.
+            out.append(.report(Reports.rescueQueue(number, length)))
+            return
+        }
         guard let i = generations.firstIndex(where: { $0.number == number }), case .tearingDown(var t) = generations[i].phase,
             case .awaitEmptyQueue = t.current
         else { return }

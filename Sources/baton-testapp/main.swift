@@ -9,6 +9,10 @@
 //   --ignore-term       ignore SIGTERM        --drop-on-term   exit at once on SIGTERM
 //   --workers N         spawn N worker processes that serve too (same process group)
 //   --crash-after D     exit 3 D ms after serving started
+//   --exit-after D      D ms after serving started, stop accepting, finish what it took, exit 0
+//   --stop-accepting-after D   D ms after serving started, stop accepting and stay up
+//   --worker-crash-loop never serve: say READY=1, and fork workers that die at boot, for ever
+//                       (a prefork master whose app cannot load)
 //   --health-status N   answer GET /health with status N
 //   --unhealthy-after D answer GET /health with 503 from D ms after serving started
 //
@@ -119,6 +123,7 @@ while let arg = argv.first {
     argv.removeFirst()
     switch arg {
     case "--health-status", "--unhealthy-after", "--tag", "--boot-delay", "--ready-delay", "--workers", "--crash-after", "--load",
+        "--exit-after", "--stop-accepting-after",
         "--requests", "--concurrency", "--path", "--notify-errno", "--notify-flood", "--shutdown-listener", "--flood-output",
         "--leak-fds", "--bind-own", "--send-notify":
         options[arg] = argv.isEmpty ? "" : argv.removeFirst()
@@ -187,6 +192,12 @@ if let text = options["--send-notify"] {
     exit(0)
 }
 
+// A worker of --worker-crash-loop: it dies loading the app.
+if options["--worker-dies"] != nil {
+    usleep(150_000)
+    exit(1)
+}
+
 if options["--crash-at-boot"] != nil {
     say("testapp: crashing at boot as asked")
     exit(1)
@@ -248,6 +259,18 @@ let generation = env("BATON_GENERATION") ?? env("SERVER_STARTER_GENERATION") ?? 
 
 if options["--hang"] != nil {
     while true { pause() }
+}
+if options["--worker-crash-loop"] != nil, !isWorker {
+    // Like gunicorn's master: it says it is ready before its workers load the app.
+    notify("STATUS=booted\nREADY=1")
+    say("testapp: forking workers that die at boot, for ever")
+    while true {
+        if let pid = spawnSelf(["baton-testapp-worker", "--worker-dies"]) {
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        usleep(50_000)
+    }
 }
 if ms("--boot-delay") > 0 { usleep(UInt32(ms("--boot-delay")) * 1000) }
 
@@ -366,6 +389,8 @@ if !isWorker {
     }
 }
 let crashAt: Int64? = options["--crash-after"].flatMap { Int64($0) }
+let exitAt: Int64? = options["--exit-after"].flatMap { Int64($0) }
+let stopAcceptingAt: Int64? = options["--stop-accepting-after"].flatMap { Int64($0) }
 
 var pollFDs =
     listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0)]
@@ -393,6 +418,22 @@ while !draining {
         }
         timeout = timeout < 0 ? Int32(crashAt - elapsed) : min(timeout, Int32(crashAt - elapsed))
     }
+    for (key, at) in [("--exit-after", exitAt), ("--stop-accepting-after", stopAcceptingAt)] {
+        guard let at else { continue }
+        let elapsed = Int64((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
+        if elapsed >= at {
+            if key == "--exit-after" {
+                say("testapp: giving up after \(at) ms as asked: finishing what it took, then exiting")
+                draining = true
+            } else {
+                say("testapp: no longer accepting after \(at) ms as asked")
+                while true { pause() }
+            }
+            break
+        }
+        timeout = timeout < 0 ? Int32(at - elapsed) : min(timeout, Int32(at - elapsed))
+    }
+    if draining { break }
     let n = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
     if n <= 0 { continue }
     for i in pollFDs.indices where pollFDs[i].revents != 0 {

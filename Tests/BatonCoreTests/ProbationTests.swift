@@ -88,10 +88,14 @@ import Testing
         // A generation of the old release answers what waited in generation 2's queue.
         #expect(spawnReleases(died) == ["/r1"])
         #expect(spawns(died) == [3])
+        #expect(died.contains(.measureQueues(generation: 3, sockets: [1])))
+        #expect(
+            reports(h.send(.queueMeasured(generation: 3, length: 4))).map(\.message) == ["4 connection(s) wait in the queue it takes over"])
         let spawned = h.send(.spawned(generation: 3, pid: 3000, releaseDir: "/r1"))
         #expect(h.state(of: 3) == "rescuing")
         // Its proof goes through the program to socket 1 (generation 2's), slot 1.
-        #expect(spawned.contains(.connectProof(generation: 3, socket: 1, steer: ProofSteer(listener: 0, via: 0, probeIndex: 1, otherIndex: 0))))
+        #expect(
+            spawned.contains(.connectProof(generation: 3, socket: 1, steer: ProofSteer(listener: 0, via: 0, probeIndex: 1, otherIndex: 0))))
         let ready = h.prove(3)
         #expect(steers(ready).isEmpty, "a rescuer never gets new connections")
         #expect(h.state(of: 3) == "draining")
@@ -120,7 +124,10 @@ import Testing
         }
         #expect(h.machine.probation == nil, "still on probation after 2.4 s of a growing queue")
         #expect(steers(out) == [0])
-        #expect(out.contains { if case .shutDown = $0 { true } else { false } })
+        // Its socket is not reset: a rescuer of the old release takes it, and what waits there.
+        #expect(!out.contains { if case .shutDown = $0 { true } else { false } })
+        #expect(spawnReleases(out) == ["/r1"])
+        #expect(h.machine.sockets[1]?.owner == 3)
         #expect(out.contains(.signalGroup(pgid: 2000, signal: SIGTERM)))
         #expect(answers(out).first?.1.message.contains("stopped accepting") == true)
     }

@@ -21,7 +21,9 @@ struct Daemon {
     var where_: [String] { ["--pid-file", pidFile] }
 
     func start(_ options: [String] = [], app: [String] = ["--notify"]) -> (code: Int32?, output: String, seconds: Double) {
-        batonCommand(["start"] + where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0"] + options + ["--", Binaries.testapp] + app, in: s)
+        batonCommand(
+            ["start"] + where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0"] + options + ["--", Binaries.testapp]
+                + app, in: s)
     }
 
     /// Starts it, which must succeed; its port and its supervisor's pid.
@@ -217,7 +219,8 @@ final class FakeSystemd {
         s.release("slow", args: "--boot-delay 1500")
         let pid = s.path + "/app.pid"
         let args = [
-            "deploy", "--pid-file", pid, "--dir", s.path + "/releases/slow", "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--ready",
+            "deploy", "--pid-file", pid, "--dir", s.path + "/releases/slow", "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0",
+            "--ready",
             "notify",
         ]
         let first = Child(Binaries.baton, args + ["--", Binaries.testapp, "--notify"], log: s.path + "/d1.log", cwd: s.path)
@@ -274,7 +277,8 @@ final class FakeSystemd {
         let s = Scratch()
         let systemd = try FakeSystemd(s)
         let b = Child(
-            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"], log: s.path + "/b.log",
+            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            log: s.path + "/b.log",
             env: systemd.environment, cwd: s.path)
         let receive = systemd.receive
         let ready = receive()
@@ -320,7 +324,8 @@ final class FakeSystemd {
         chmod(s.file("app.sh"), 0o755)
         let d = Daemon(s: s)
         let started = batonCommand(
-            ["start"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--dir", s.path, "--", "./app.sh"], in: s)
+            ["start"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--dir", s.path, "--", "./app.sh"],
+            in: s)
         #expect(started.code == 0, "\(started.output)")
         s.write("broken", "")
         let text = d.run("restart")

@@ -18,7 +18,10 @@ import Testing
             ]
         let c = Child(
             "/bin/sh",
-            ["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", Binaries.baton, "run", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            [
+                "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", Binaries.baton, "run", "--settle", "0", "--probation", "0", "--",
+                Binaries.testapp, "--notify",
+            ],
             log: s.path + "/log", env: env, cwd: s.path, fds: [parked])
         #expect(eventually(10) { c.log.contains(" serving") }, "\(c.log)")
         #expect(c.log.contains("adopted 1 socket(s) from systemd: 127.0.0.1:\(port)"))
@@ -33,7 +36,8 @@ import Testing
 
     @Test func ipv6AndSeveralListeners() throws {
         let s = Scratch()
-        let (b, port) = try Baton.serving(s, listen: ["[::1]:0", "127.0.0.1:0"], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(
+            s, listen: ["[::1]:0", "127.0.0.1:0"], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let answer = try #require(body(httpGet(port: port, host: "::1", path: "/env")))
         #expect(answer.contains("SERVER_STARTER_PORT=[::1]:\(port)=3;127.0.0.1:"))
         b.stop()
@@ -44,7 +48,8 @@ import Testing
         let envdir = s.path + "/env"
         try FileManager.default.createDirectory(atPath: envdir, withIntermediateDirectories: true)
         try "first\n".write(toFile: envdir + "/FROM_ENVDIR", atomically: true, encoding: .utf8)
-        let (b, port) = try Baton.serving(s, options: ["--settle", "0", "--probation", "0", "--envdir", envdir, "--env", "FROM_ENV=a=b"], app: ["--notify"])
+        let (b, port) = try Baton.serving(
+            s, options: ["--settle", "0", "--probation", "0", "--envdir", envdir, "--env", "FROM_ENV=a=b"], app: ["--notify"])
         var answer = try #require(body(httpGet(port: port, path: "/env")))
         #expect(answer.contains("FROM_ENV=a=b\n"))
         #expect(answer.contains("FROM_ENVDIR=first\n"))

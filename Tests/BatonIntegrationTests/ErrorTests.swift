@@ -74,7 +74,11 @@ import Testing
         let stale = s.path + "/stale.pid"
         _ = FileManager.default.createFile(atPath: stale, contents: Data("999999\n".utf8))
         let c = Child(
-            Binaries.baton, ["run", "--listen", "127.0.0.1:0", "--pid-file", stale, "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            Binaries.baton,
+            [
+                "run", "--listen", "127.0.0.1:0", "--pid-file", stale, "--settle", "0", "--probation", "0", "--", Binaries.testapp,
+                "--notify",
+            ],
             log: s.path + "/stale.log", cwd: s.path)
         #expect(eventually(10) { c.log.contains("serving") })
         #expect(c.log.contains("replacing stale pid file"))

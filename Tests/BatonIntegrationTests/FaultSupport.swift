@@ -40,6 +40,24 @@ struct FaultCase: Sendable {
         .init(
             "app.hang-before-ready", .app, "hangs before ready", "stopped at --ready-timeout with its group; the old generation serves on"),
         .init(
+            "app.worker-crash-loop", .app,
+            "its master says READY=1 and lives while its workers die at boot (a prefork server whose app cannot load), with the defaults",
+            "never taken for ready: the restart fails within seconds, not at --ready-timeout; the old generation serves on; no request fails"
+        ),
+        .init(
+            "app.exits-on-probation", .app, "serves, then gives up and exits 2.5 s after it started, with the defaults",
+            "on probation: new connections go back to the old generation at once, the restart fails, a generation of the old release answers what waited in its queue; no request fails"
+        ),
+        .init(
+            "app.stops-accepting-on-probation", .app, "serves, then stops accepting and stays up 1 s after it started, with the defaults",
+            "on probation: its queue grows and nothing is taken for 2 s, so new connections go back to the old generation, the restart fails, and a generation of the old release answers what waited; no request fails"
+        ),
+        .init(
+            "app.crash-loop-rollback", .app,
+            "a release that passes its probation (1 s here), then exits 2 s later, again and again",
+            "respawned with backoff; after 3 deaths within a minute of getting ready, `status` says crash-looping and exits 13, and the last release that served stably is started again by its realpath; no request fails"
+        ),
+        .init(
             "app.never-ready", .app, "serves but never sends READY=1 under --ready notify",
             "not ready at --ready-timeout: stopped gracefully (it drains what it accepted); no request fails"),
         .init(

@@ -178,7 +178,8 @@ extension Reliability {
         @Test func workersLeaveTheProcessGroup() throws {
             try faultCase("app.escape-group") { c in
                 let v = try Serving(
-                    c, options: ["--settle", "0", "--probation", "0", "--drain-timeout", "2s"], args: "--notify --orphan-workers --escape-group --workers 2")
+                    c, options: ["--settle", "0", "--probation", "0", "--drain-timeout", "2s"],
+                    args: "--notify --orphan-workers --escape-group --workers 2")
                 let b = v.b
                 c.expect(eventually(5) { descendants(of: b.child.pid).count == 3 }, "no workers")
                 let first = descendants(of: b.child.pid)
@@ -289,7 +290,8 @@ extension Reliability {
         /// generation of the test app (`first`, then `second` after a HUP).
         func shutdownScenario(_ c: CaseRecord, first: String, second: String) throws {
             let v = try Serving(
-                c, options: ["--listen-mode", "shared", "--settle", "0", "--probation", "0", "--ready", "notify", "--ready-timeout", "1s"], args: first)
+                c, options: ["--listen-mode", "shared", "--settle", "0", "--probation", "0", "--ready", "notify", "--ready-timeout", "1s"],
+                args: first)
             let (b, port) = (v.b, v.port)
             let during = v.restart(into: "next", args: second) { usleep(1_500_000) }
             // Afterwards: served again, without a single failure.

@@ -49,7 +49,8 @@ import Testing
         let b = Baton(
             s,
             options: [
-                "--dir", s.path + "/current", "--settle", "0", "--probation", "0", "--health", "/health", "--health-every", "0.2s", "--health-failures", "2",
+                "--dir", s.path + "/current", "--settle", "0", "--probation", "0", "--health", "/health", "--health-every", "0.2s",
+                "--health-failures", "2",
             ],
             app: ["--notify"])
         #expect(b.waitServing(1))

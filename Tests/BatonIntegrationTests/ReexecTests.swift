@@ -56,7 +56,9 @@ private func untilServing(
         let (port, supervisor) = try d.started(["--dir", s.path], app: ["--notify", "--tag", "a"])
         let sockets = socketCount(supervisor)
         func deploy(_ app: [String]) -> [String] {
-            ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--dir", s.path, "--", Binaries.testapp, "--notify"] + app
+            ["deploy"] + d.where_ + [
+                "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--dir", s.path, "--", Binaries.testapp, "--notify",
+            ] + app
         }
         let load = Load(port: port, clients: 4)
         // The same options: a plain restart.
@@ -126,7 +128,9 @@ private func untilServing(
         let baton = s.path + "/bin/baton"
         installBaton(at: baton)
         let started = command(
-            baton, ["start"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"], in: s)
+            baton,
+            ["start"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            in: s)
         #expect(started.code == 0, "\(started.output)")
         let port = try #require(d.port)
         let supervisor = try #require(d.supervisorPid)
@@ -154,7 +158,9 @@ private func untilServing(
         // Deploying with the baton on disk when another one runs re-executes.
         installBaton(at: baton)
         let deploy = command(
-            baton, ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"], in: s)
+            baton,
+            ["deploy"] + d.where_ + ["--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            in: s)
         #expect(deploy.code == 0, "\(deploy.output)")
         #expect(deploy.output.contains("is not the one running"), "\(deploy.output)")
         #expect(body(httpGet(port: port))?.contains("gen=3") == true)
@@ -178,7 +184,8 @@ private func untilServing(
         // An option that cannot change live is refused by name.
         let listen = batonCommand(
             ["deploy"] + d.where_ + [
-                "--listen", "127.0.0.1:0", "--listen-mode", "shared", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify",
+                "--listen", "127.0.0.1:0", "--listen-mode", "shared", "--settle", "0", "--probation", "0", "--", Binaries.testapp,
+                "--notify",
             ],
             in: s)
         #expect(listen.code == 2, "\(listen.output)")
@@ -382,7 +389,8 @@ private func untilServing(
         let r = batonCommand(
             ["deploy"] + d.where_
                 + [
-                    "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:\(other.port)", "--settle", "0", "--probation", "0", "--dir", s.path, "--",
+                    "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:\(other.port)", "--settle", "0", "--probation", "0", "--dir", s.path,
+                    "--",
                     Binaries.testapp,
                     "--notify", "--tag", "x",
                 ], in: s)
@@ -404,7 +412,10 @@ private func untilServing(
         let env = systemd.environment
         let b = Child(
             Binaries.baton,
-            ["run", "--pid-file", pidFile, "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp, "--notify"],
+            [
+                "run", "--pid-file", pidFile, "--listen", "127.0.0.1:0", "--settle", "0", "--probation", "0", "--", Binaries.testapp,
+                "--notify",
+            ],
             log: s.path + "/b.log", env: env, cwd: s.path)
         #expect(receive().contains("READY=1"))
         let upgrade = batonCommand(["upgrade", "--pid-file", pidFile], in: s)

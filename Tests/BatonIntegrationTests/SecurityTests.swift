@@ -181,7 +181,8 @@ extension Reliability {
         func userAndGroupDropPrivileges() throws {
             try faultCase("sec.user-group") { c in
                 let (other, s) = try otherUserAndScratch(c)
-                let b = servingBaton(s, options: ["--settle", "0", "--probation", "0", "--user", OtherUser.name], args: "--notify --workers 2")
+                let b = servingBaton(
+                    s, options: ["--settle", "0", "--probation", "0", "--user", OtherUser.name], args: "--notify --workers 2")
                 c.expect(b.waitServing(1), "generation 1 did not serve: \(b.log)")
                 let port = try c.require(b.port, "no port")
                 let watch = Watch(b.child.pid)

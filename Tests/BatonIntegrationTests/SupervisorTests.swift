@@ -103,7 +103,8 @@ import Testing
     @Test func theChildGetsItsOwnListenPidAndOnlyTheListeners() throws {
         let s = Scratch()
         let sock = s.path + "/app.sock"
-        let (b, port) = try Baton.serving(s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(
+            s, listen: ["127.0.0.1:0", "unix:" + sock], options: ["--settle", "0", "--probation", "0"], app: ["--notify"])
         let env = try #require(body(httpGet(port: port, path: "/env")))
         let pid = try #require(pidIn(env))
         #expect(env.contains("LISTEN_PID=\(pid)\n"))
@@ -148,7 +149,8 @@ import Testing
         s.release("v1")
         s.release("v2")
         s.point(to: "v1")
-        let (b, port) = try Baton.serving(s, options: ["--dir", s.path + "/current", "--settle", "0", "--probation", "0"], app: ["--notify"])
+        let (b, port) = try Baton.serving(
+            s, options: ["--dir", s.path + "/current", "--settle", "0", "--probation", "0"], app: ["--notify"])
         #expect(body(httpGet(port: port, path: "/env"))?.contains("BATON_RELEASE_DIR=\(s.path)/releases/v1\n") == true)
         s.point(to: "v2")
         b.hup()

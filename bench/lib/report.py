@@ -246,13 +246,14 @@ def write_markdown(data, path):
         f.write("\n".join(out))
 
 
-def _spread(f, fmt):
-    """`median (min–max)` of a {median, min, max} figure, each through `fmt`."""
+def _spread(f, digits, unit="", scale=1.0):
+    """`median unit (min–max)` of a {median, min, max} figure."""
     if not f or f.get("median") is None:
         return "–"
-    if f["min"] == f["max"]:
-        return fmt(f["median"])
-    return f"{fmt(f['median'])} ({fmt(f['min'])}–{fmt(f['max'])})"
+    n = lambda x: f"{x * scale:.{digits}f}"  # noqa: E731
+    if n(f["min"]) == n(f["max"]):
+        return n(f["median"]) + unit
+    return f"{n(f['median'])}{unit} ({n(f['min'])}–{n(f['max'])})"
 
 
 def _readiness(out, rd):
@@ -282,7 +283,9 @@ def _readiness(out, rd):
         "(probation's cost in time: the new code already answers, the old one waits in reserve). Its RSS: the sum of "
         "VmRSS of its process group (baton) or process tree (Server::Starter, which gives generations no group of "
         "their own) read right after the first v2 answer; MB·s = that RSS × the time up. Failed: requests of the "
-        "poller without a 200 answer; v1 after v2: answers from the old release after the first from the new.\n\n"
+        "poller without a 200 answer; v1 after v2: answers from the old release after the first from the new (on Server::"
+        f"Starter's shared socket both generations answer until the old one drains, so {streak} v2 answers in a row "
+        "can also come by chance before it stops accepting).\n\n"
     )
     rows = []
     for r in rd["rows"]:
@@ -300,10 +303,10 @@ def _readiness(out, rd):
                 notes.append(f"{r['leftovers']} process(es) left after the stop")
             side += " — " + "; ".join(notes)
         rows.append([
-            side, r["rounds"], _spread(r["first_v2_s"], _s), f"**{_spread(r['streak_v2_s'], _s)}**", _spread(r["returned_s"], _s),
-            _spread(r["old_alive_after_first_v2_s"], _s), _spread(r["old_rss_kb"], _mb),
-            _spread(r["old_mb_s"], lambda x: f"{x:.0f}"), _spread(r["failed"], lambda x: f"{x:.0f}"),
-            _spread(r["v1_after_first_v2"], lambda x: f"{x:.0f}"),
+            side, r["rounds"], _spread(r["first_v2_s"], 2, " s"), f"**{_spread(r['streak_v2_s'], 2, ' s')}**",
+            _spread(r["returned_s"], 2, " s"), _spread(r["old_alive_after_first_v2_s"], 2, " s"),
+            _spread(r["old_rss_kb"], 1, " MB", 1 / 1024), _spread(r["old_mb_s"], 0), _spread(r["failed"], 0),
+            _spread(r["v1_after_first_v2"], 0),
         ])
     out.append(_table(["side", "rounds", "first v2 answer", f"{streak} v2 answers in a row", "command returned",
                        "old generation up after the first v2 answer", "its RSS then", "MB·s", "failed", "v1 after v2"], rows))
