@@ -71,6 +71,21 @@ public struct Generation: Sendable, Equatable {
         }
     }
 
+    /// Drops what only counts while it starts (its proof, its workers'
+    /// readings): a serving generation is the same whether it came up here
+    /// or was handed over by a re-exec.
+    mutating func forgetStart() {
+        notified = false
+        needsProof = false
+        proof = [:]
+        proven = nil
+        notBefore = nil
+        workers = []
+        workersReadAt = nil
+        workerExits = 0
+        firstWorkerExit = nil
+    }
+
     /// True while it serves.
     public var isServing: Bool {
         if case .serving = phase { return true }

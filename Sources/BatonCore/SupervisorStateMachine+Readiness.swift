@@ -149,6 +149,7 @@ extension SupervisorStateMachine {
         let probe = policy.health?.every.map { ProbeSchedule.due(now + $0) }
         generations[i].phase = .serving(probe: probe, failures: 0)
         generations[i].servingSince = now
+        generations[i].forgetStart()
         let g = generations[i]
         let replaced = generations.indices.filter { generations[$0].isServing && $0 != i }.map { generations[$0].number }
         // Steered first, so that "serving" (in the log, in `restart`'s

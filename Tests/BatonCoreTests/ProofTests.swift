@@ -74,9 +74,9 @@ import Testing
         h.start()
         h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r1"))
         h.send(.proofConnected(generation: 1, socket: 0, failure: nil))
-        h.send(.proofAnswered(generation: 1, socket: 0))
+        let took = h.send(.proofAnswered(generation: 1, socket: 0))
         #expect(h.state(of: 1) == "probation")
-        #expect(h.machine.generation(1)?.proven?.contains("answered") == true)
+        #expect(reports(took).contains { $0.kind == .proven && $0.message.contains("answered a probe connection") })
     }
 
     @Test func aRestartsProofGoesThroughAProgramThatSendsOnlyItToTheNewSocket() {
