@@ -47,6 +47,8 @@ public struct Generation: Sendable, Equatable {
     public internal(set) var proof: [SocketID: ProofProbe] = [:]
     /// How it proved that it accepts, once it did.
     public internal(set) var proven: String?
+    /// Proof connections that could not be made, by socket, in a row.
+    public internal(set) var proofFailures: [SocketID: Int] = [:]
     /// It counts as ready no sooner than this (`start_server --interval`).
     public internal(set) var notBefore: Instant?
     /// While it starts: the processes its main process forked (running the
@@ -79,6 +81,7 @@ public struct Generation: Sendable, Equatable {
         needsProof = false
         proof = [:]
         proven = nil
+        proofFailures = [:]
         notBefore = nil
         workers = []
         workersReadAt = nil

@@ -59,6 +59,10 @@ public struct SupervisorPolicy: Sendable, Equatable {
     public var proofReadInterval: Duration = .milliseconds(10)
     /// The wait before a proof connection that could not be made is tried again.
     public var proofRetryDelay: Duration = .milliseconds(200)
+    /// After this many connects in a row that fail on every socket of its
+    /// own (a firewall on the loopback, an address family the machine lacks),
+    /// a generation is judged as one without sockets of its own.
+    public var proofConnectAttempts = 5
     /// How often a generation on probation has its accept queue read.
     public var probationReadInterval: Duration = .milliseconds(20)
     /// On probation: a queue that grew and from which nothing was taken for

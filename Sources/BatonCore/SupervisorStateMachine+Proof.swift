@@ -53,10 +53,28 @@ extension SupervisorStateMachine {
             generations[i].proof[s] == .connecting
         else { return }
         if let failure {
-            generations[i].proof[s] = .due(now + policy.proofRetryDelay)
-            out.append(.report(Reports.proofNotConnected(generations[i], failure, retryingIn: policy.proofRetryDelay)))
+            let failures = (generations[i].proofFailures[s] ?? 0) + 1
+            generations[i].proofFailures[s] = failures
+            guard failures >= policy.proofConnectAttempts else {
+                generations[i].proof[s] = .due(now + policy.proofRetryDelay)
+                if failures == 1 {
+                    out.append(.report(Reports.proofNotConnected(generations[i], failure, retryingIn: policy.proofRetryDelay)))
+                }
+                return
+            }
+            generations[i].proof[s] = nil
+            guard generations[i].proof.isEmpty else { return }
+            // None of its sockets can be reached from here: judged as a
+            // generation without sockets of its own.
+            generations[i].needsProof = false
+            if case .starting(let readyBy, _) = generations[i].phase, case .auto(let fallback) = policy.readiness {
+                generations[i].phase = .starting(readyBy: readyBy, aliveAt: generations[i].spawnedAt + max(fallback, policy.minimumAlive))
+            }
+            out.append(.report(Reports.proofImpossible(generations[i], failure, attempts: failures)))
+            checkReady(at: i, now: now, &out)
             return
         }
+        generations[i].proofFailures[s] = nil
         // Read at once: the connection is in the queue by now (or taken already).
         generations[i].proof[s] = .waiting(seen: false, nextReading: nil)
         out.append(.readProofQueues(generation: number, sockets: [s]))

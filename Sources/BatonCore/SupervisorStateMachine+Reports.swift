@@ -106,6 +106,13 @@ enum Reports {
         about(g, .notified, "cannot make a probe connection to its own socket (\(failure)); trying again in \(delay.humanDescription)")
     }
 
+    static func proofImpossible(_ g: Generation, _ failure: String, attempts: Int) -> Report {
+        about(
+            g, .notified,
+            "cannot reach a socket of its own to prove it accepts (\(failure), \(attempts) tries): judged by READY=1, else by being alive, as a generation without one"
+        )
+    }
+
     static func proven(_ g: Generation, how: String, socket: SocketID, after: Duration) -> Report {
         about(g, .proven, "accepts: it \(how) on its own socket \(socket), \(after.humanDescription) after its spawn", elapsed: after)
     }

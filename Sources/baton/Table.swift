@@ -26,9 +26,10 @@ enum Table {
         usage: ["run [NAME] [options] -- command [args...]"],
         discussion: """
             Binds the listeners once, starts the app with them (LISTEN_FDS, SERVER_STARTER_PORT, NOTIFY_SOCKET) and supervises it. \
-            A restart starts a new generation and retires the old one once the new one is ready; new connections go to the new \
-            generation's own socket, and the old one is signalled once its queue is empty. With a NAME, --name or --pid-file it \
-            also answers on a control socket.
+            A restart starts a new generation; once it has accepted a probe connection on its own socket (and sent READY=1 \
+            where the app sends it), new connections go to it while the old one waits in reserve for --probation, and only then \
+            is the old one signalled, once its queue is empty. With a NAME, --name or --pid-file it also answers on a control \
+            socket.
             """,
         options: RunOptions.specs + RunOptions.watchSpecs(hidden: false) + locations + [help],
         exitCodes: [
@@ -44,8 +45,8 @@ enum Table {
         ],
         discussion: """
             Starts the supervisor in a session of its own (stdin from /dev/null, output to its log, working directory /) and \
-            returns once the first generation serves: 0, or non-zero with the reason and the end of the log, leaving no daemon, \
-            pid file or socket behind.
+            returns once the first generation serves and passed its probation: 0, or non-zero with the reason and the end of \
+            the log, leaving no daemon, pid file or socket behind.
             """,
         options: RunOptions.specs + RunOptions.watchSpecs(hidden: true) + locations + [
             OptionSpec("umask", value: "MASK", "the daemon's umask (default 022)"), json, help,
@@ -87,10 +88,12 @@ enum Table {
         "restart", abstract: "Restart gracefully; exit 0 only once the new generation serves.",
         usage: ["restart [NAME | --name NAME | --pid-file PATH | --control PATH] [--timeout D] [--json]"],
         discussion:
-            "Starts a new generation and retires the old one once the new one is ready. By default it returns once the old one has exited too.",
+            "Starts a new generation; once it is proven, new connections go to it and the old one waits in reserve for --probation, then is retired. Exits 0 only if the new one kept serving through its probation; by default it returns once the old one has exited too.",
         options: locations + [
             OptionSpec("timeout", value: "D", "give up waiting after D (default 5m); the restart itself goes on"),
-            OptionSpec("no-wait-drain", "return once the new generation serves, without waiting for the old one to exit"), json, help,
+            OptionSpec(
+                "no-wait-drain", "return once the new generation passed its probation, without waiting for the old one to exit"), json,
+            help,
         ],
         exitCodes: [
             (0, "the new generation serves"), (3, "not running"), (4, "a pid file is held but nothing answers"),
@@ -132,11 +135,13 @@ enum Table {
     static let status = CommandSpec(
         "status", abstract: "Show the supervisor, its listeners and generations.",
         usage: ["status [NAME | --name NAME | --pid-file PATH | --control PATH] [--json]"],
-        discussion: "Exit codes as LSB init scripts use them.",
+        discussion:
+            "Exit codes as LSB init scripts use them, and 13 while the release that runs is crash-looping (or was rolled back after it did).",
         options: locations + [json, help],
         exitCodes: [
             (0, "running"), (1, "dead, but the pid file is left"), (3, "not running"),
             (4, "unknown: a pid file is held but nothing answers"),
+            (13, "running, but generations of its release die soon after getting ready, again and again"),
         ],
         positional: "NAME")
 
@@ -189,7 +194,7 @@ enum Table {
     static let summary = "zero-downtime restarts and deploys for web apps"
 
     static let about =
-        "Zero-downtime restarts for web apps: baton holds the listening sockets and hands them to each new generation of the app, retiring the old one only once the new one is ready."
+        "Zero-downtime restarts for web apps: baton holds the listening sockets and hands them to each new generation of the app, retiring the old one only once the new one proved that it serves and kept serving through its probation."
 
     /// The sections of baton(1) after the commands.
     static let manSections: [ManPage.Section] = [
@@ -199,7 +204,8 @@ enum Table {
             Every command exits with one of these codes: 0 success, 1 failure, 2 usage, 3 not running, 4 unknown (a live \
             process holds the pid file but nothing answers its control socket), 5 already running, 6 the new generation \
             failed (the old one still serves), 7 timeout, 8 bind failed, 9 command not found, 10 the first generation never \
-            became ready, 11 busy, 12 upgrade failed. The full table: /usr/share/doc/baton/EXIT-CODES.md.
+            became ready, 11 busy, 12 upgrade failed, 13 (status) the release crash-loops. The full table: \
+            /usr/share/doc/baton/EXIT-CODES.md.
             """),
         ManPage.Section(
             "Environment",

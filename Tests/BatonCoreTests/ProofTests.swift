@@ -105,6 +105,23 @@ import Testing
         #expect(proofConnects(h.advance(0.1)).count == 1)
     }
 
+    /// A loopback that refuses (a firewall, an address family the machine
+    /// lacks): after five tries it is judged as one without a socket of its own.
+    @Test func aSocketThatCannotBeReachedAtAllIsGivenUpOn() {
+        var h = Harness(listeners: [.steered], defaults: true)
+        h.start()
+        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r1"))
+        var out: [SupervisorAction] = []
+        for _ in 0..<5 {
+            out = h.send(.proofConnected(generation: 1, socket: 0, failure: "connect: Network is unreachable"))
+            h.advance(0.2)
+        }
+        #expect(reports(out).contains { $0.message.hasPrefix("cannot reach a socket of its own") })
+        #expect(h.machine.generation(1)?.needsProof == false)
+        // Alive 1 s since its spawn: ready.
+        #expect(h.state(of: 1) == "probation")
+    }
+
     @Test func aGenerationThatNeverAcceptsFailsAtTheReadyTimeoutSayingSo() {
         var h = serving()
         h.restart(4)

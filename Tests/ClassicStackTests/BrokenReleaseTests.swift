@@ -20,6 +20,9 @@ extension ClassicStack {
             var name: String
             var broken: Bool
             var files: [String: String]
+            /// Failed requests allowed while it is deployed, and why (none but where stated).
+            var allowed = 0
+            var why = ""
         }
 
         /// One app: its command, its baton options (none about readiness) and its releases in deploy order.
@@ -83,7 +86,12 @@ extension ClassicStack {
                     // Serves, then its master is told to stop 3 s after a worker loaded the app.
                     Release(
                         name: "dies-after-serving", broken: true,
-                        files: ["app.psgi": "my $master = getppid(); if (!fork) { sleep 3; kill 'QUIT', $master; exit 0 }\n" + psgi]),
+                        files: ["app.psgi": "my $master = getppid(); if (!fork) { sleep 3; kill 'QUIT', $master; exit 0 }\n" + psgi],
+                        allowed: 2,
+                        why:
+                            "Starman's workers drop a connection they have just accepted when their master is told to quit "
+                            + "(docs/starman-restarts.md: about one per QUIT under this load); this release quits itself under load, "
+                            + "which no supervisor can drain first"),
                     Release(name: "good3", broken: false, files: ["app.psgi": psgi]),
                 ],
                 answers: { body, release in body.hasPrefix(release + " gen=") })
@@ -190,12 +198,21 @@ extension ClassicStack {
             let deploysEnded = Date()
             for (app, load) in zip(apps, loads) {
                 let stats = load.stop()
-                // Each failure with the deploy it came during (or after).
+                // Each failure with the deploy it came during (or after), against what that deploy may cost.
+                var byRelease: [String: Int] = [:]
                 let when = stats.failureTimes.map { at, why in
                     let during = timeline.last { $0.app == app.name && $0.began <= at }
-                    return "\(why) \(during.map { "\(String(format: "%.2f", at.timeIntervalSince($0.began))) s into \($0.release)" } ?? "before the deploys")"
+                    byRelease[during?.release ?? "-", default: 0] += 1
+                    return
+                        "\(why) \(during.map { "\(String(format: "%.2f", at.timeIntervalSince($0.began))) s into \($0.release)" } ?? "before the deploys")"
                 }
-                #expect(stats.failed == 0, "\(app.name) through nginx: \(stats.errors); \(when)")
+                for (release, count) in byRelease.sorted(by: { $0.key < $1.key }) {
+                    let r = app.releases.first { $0.name == release }
+                    #expect(
+                        count <= (r?.allowed ?? 0),
+                        "\(app.name) through nginx, during \(release): \(count) failed, \(r?.allowed ?? 0) allowed; \(when)")
+                    if count > 0, let r, !r.why.isEmpty { lines.append("\(app.name) \(release): \(count) failed (\(r.why))") }
+                }
                 #expect((stats.lastSuccess ?? .distantPast) > deploysEnded, "the load on \(app.name) ended before the last deploy")
                 lines.append("\(app.name): \(stats.ok) requests, \(stats.failed) failed \(stats.errors)")
             }
