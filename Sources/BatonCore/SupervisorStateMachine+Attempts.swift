@@ -10,7 +10,13 @@ extension SupervisorStateMachine {
             for r in requests { out.append(.answer(r.id, Answer(.busy, "restart refused: the supervisor is stopping"))) }
             return
         }
-        if let p = probation, attempt?.generation == p.generation, requests.contains(where: \.endsProbation) {
+        // A probation ends early for `--watch` (the newest save wins), and
+        // when nothing is in reserve (the first generation, a respawn): it
+        // guards a switch, and with nothing to switch back to, holding a
+        // restart behind it would only delay the restart.
+        if let p = probation, attempt?.generation == p.generation,
+            requests.contains(where: \.endsProbation) || !p.reserve.contains(where: { generation($0)?.isServing == true })
+        {
             queued = (queued ?? []) + requests
             out.append(.report(Reports.probationCutShort(p.generation)))
             probationPassed(now: now, &out)

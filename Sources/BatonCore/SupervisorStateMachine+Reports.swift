@@ -144,7 +144,7 @@ enum Reports {
     }
 
     static func probationCutShort(_ generation: Int) -> Report {
-        Report(kind: .probation, generation: generation, message: "a newer change came: its probation ends here")
+        Report(kind: .probation, generation: generation, message: "a restart came: its probation ends here")
     }
 
     static func steeredBack(_ g: Generation, from failed: Int) -> Report {

@@ -187,6 +187,20 @@ import Testing
         #expect(h.machine.lastAttempt?.outcome == .succeeded(generation: 2, pid: 2000, readyAfter: .zero, retired: [1]))
     }
 
+    /// With nothing in reserve there is nothing to switch back to: a restart
+    /// does not wait for the probation of the first generation.
+    @Test func aRestartDuringTheFirstGenerationsProbationFollowsAtOnce() {
+        var h = Harness(listeners: [.steered], defaults: true)
+        h.send(.start(report: 1))
+        h.send(.spawned(generation: 1, pid: 1000, releaseDir: "/r1"))
+        h.prove(1)
+        #expect(h.state(of: 1) == "probation")
+        let out = h.restart(2)
+        #expect(spawns(out) == [2])
+        #expect(answers(out).map(\.0) == [1])
+        #expect(h.state(of: 1) == "serving")
+    }
+
     @Test func aStopDuringProbationStopsBoth() {
         var h = serving()
         onProbation(&h)
